@@ -1,0 +1,95 @@
+"""Fixtures: a real server process on a free loopback port.
+
+``start_server(repo, *args)`` launches ``python -m triton_grpc_server`` as a
+subprocess and waits until it answers ServerLive; the returned handle has
+``url`` ("127.0.0.1:PORT"), ``port``, ``process``, ``client()`` and ``stop()``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerHandle:
+    def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0):
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
+               "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port), *map(str, args)]
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        self.log_path = Path(repo).parent / f"server-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=full_env, cwd=str(ROOT))
+        if wait_ready:
+            self.wait_live(timeout)
+
+    def wait_live(self, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + timeout
+        client = grpcclient.InferenceServerClient(self.url)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    if client.is_server_live():
+                        return
+                except Exception:
+                    pass
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise RuntimeError(f"server not live after {timeout}s:\n{self.log()}")
+
+    def client(self, **kwargs):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.url, **kwargs)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory fixture: ``start_server(repo, *flags)``; every server is stopped at teardown."""
+    handles = []
+
+    def _start(repo, *args, **kwargs):
+        handle = ServerHandle(repo, args, **kwargs)
+        handles.append(handle)
+        return handle
+
+    yield _start
+    for handle in handles:
+        handle.stop()

@@ -1,0 +1,1 @@
+"""Compiled Cython extensions (sources in ext/)."""

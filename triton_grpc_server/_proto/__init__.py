@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf modules (built from protos/ by setup.py, not committed)."""

@@ -1,0 +1,54 @@
+"""Backend registry: names to import strings, imported only when a model needs one.
+
+Importing the package never imports onnxruntime, TensorRT or torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import InvalidArgument
+
+# backend name -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
+    "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
+}
+
+# Triton platform name -> backend name
+PLATFORMS: dict[str, str] = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+    "pytorch_libtorch": "pytorch",
+}
+
+# model file name -> backend name, used when config.pbtxt names neither
+FILE_HINTS: dict[str, str] = {
+    "model.onnx": "onnxruntime",
+    "model.plan": "tensorrt",
+    "model.pt": "pytorch",
+}
+
+
+def backend_name_for(platform: str, backend: str) -> str:
+    if backend:
+        if backend not in BACKENDS:
+            raise InvalidArgument(f"unknown backend '{backend}'")
+        return backend
+    if platform:
+        if platform not in PLATFORMS:
+            raise InvalidArgument(f"unknown platform '{platform}'")
+        return PLATFORMS[platform]
+    raise InvalidArgument("must specify 'platform' or 'backend'")
+
+
+def platform_for(backend: str) -> str:
+    for platform, name in PLATFORMS.items():
+        if name == backend:
+            return platform
+    return ""
+
+
+def load_backend_class(name: str):
+    module_name, _, attr = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,90 @@
+"""One error root with Triton's status, and one table to gRPC codes.
+
+Errors travel as values of :class:`TritonError` from any layer and become a
+transport status in exactly one place per frontend (see ``frontends/grpc.py``).
+"""
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """TRITONSERVER_Error codes (core ``tritonserver.h``)."""
+
+    UNKNOWN = "UNKNOWN"
+    INTERNAL = "INTERNAL"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_ARG = "INVALID_ARG"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNSUPPORTED = "UNSUPPORTED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    CANCELLED = "CANCELLED"
+
+
+class TritonError(Exception):
+    """An error with the status Triton would report for it."""
+
+    status: Status = Status.INTERNAL
+
+    def __init__(self, message: str, status: Status | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def __reduce__(self):
+        return (TritonError, (self.message, self.status))
+
+
+class InvalidArgument(TritonError):
+    status = Status.INVALID_ARG
+
+
+class NotFound(TritonError):
+    status = Status.NOT_FOUND
+
+
+class Unavailable(TritonError):
+    status = Status.UNAVAILABLE
+
+
+class Unsupported(TritonError):
+    status = Status.UNSUPPORTED
+
+
+class AlreadyExists(TritonError):
+    status = Status.ALREADY_EXISTS
+
+
+class InternalError(TritonError):
+    status = Status.INTERNAL
+
+
+def grpc_code(status: Status):
+    """The gRPC code for a status; UNSUPPORTED maps to UNIMPLEMENTED as in Triton."""
+    import grpc
+
+    return _GRPC_CODES[status] if _GRPC_CODES else _build_grpc_table(grpc)[status]
+
+
+_GRPC_CODES: dict = {}
+
+
+def _build_grpc_table(grpc) -> dict:
+    _GRPC_CODES.update({
+        Status.UNKNOWN: grpc.StatusCode.UNKNOWN,
+        Status.INTERNAL: grpc.StatusCode.INTERNAL,
+        Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+        Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
+        Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+        Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+        Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+        Status.CANCELLED: grpc.StatusCode.CANCELLED,
+    })
+    return _GRPC_CODES
+
+
+def http_status(status: Status) -> int:
+    """The HTTP status Triton's REST frontend uses for a status."""
+    return {Status.INTERNAL: 500, Status.NOT_FOUND: 404, Status.UNAVAILABLE: 503,
+            Status.UNSUPPORTED: 501}.get(status, 400)

@@ -1,0 +1,1 @@
+"""Transport frontends: thin handlers over the one data plane."""
