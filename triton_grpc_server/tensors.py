@@ -81,37 +81,6 @@ def shape_str(shape: Iterable[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def deserialize_bytes(buffer, count: int, input_name: str, model_name: str) -> np.ndarray:
-    """Split a BYTES tensor (4-byte LE length + bytes per element) into an object array.
-
-    Every length is checked against the buffer; the element count must match
-    the shape exactly, as Triton checks it.
-    """
-    view = memoryview(buffer).cast("B")
-    total = len(view)
-    out = np.empty(count, dtype=object)
-    offset = 0
-    unpack = struct.Struct("<I").unpack_from
-    for i in range(count):
-        if offset + 4 > total:
-            raise InvalidArgument(
-                f"unexpected number of string elements {i} for inference input '{input_name}' "
-                f"for model '{model_name}', expecting {count}")
-        (length,) = unpack(view, offset)
-        offset += 4
-        if offset + length > total:
-            raise InvalidArgument(
-                f"element byte size indicator exceeds the end of the buffer for inference "
-                f"input '{input_name}' for model '{model_name}'")
-        out[i] = view[offset:offset + length].tobytes()
-        offset += length
-    if offset != total:
-        raise InvalidArgument(
-            f"expected {count} string elements for inference input '{input_name}' for model "
-            f"'{model_name}', got more data ({total - offset} unread bytes)")
-    return out
-
-
 def serialize_bytes(array: np.ndarray) -> bytes:
     """Pack an array of str/bytes into Triton's BYTES layout, in C order."""
     parts = []

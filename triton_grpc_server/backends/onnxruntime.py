@@ -1,0 +1,140 @@
+"""ONNX Runtime backend (``platform: "onnxruntime_onnx"``, ``backend: "onnxruntime"``).
+
+One ``InferenceSession`` per instance. Inputs arrive as numpy views of the
+request bytes and go to ``session.run`` as they are (ONNX Runtime wraps a
+matching CPU numpy buffer without copying). BYTES tensors travel as object
+arrays of ``bytes``, which ONNX Runtime takes byte-for-byte.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .._proto import model_config_pb2 as mc
+from ..errors import InvalidArgument, TritonError, Unavailable
+from .base import Backend, BackendContext, BackendInstance
+
+# ONNX Runtime type strings -> config data types
+ORT_TYPES = {
+    "tensor(bool)": mc.TYPE_BOOL, "tensor(uint8)": mc.TYPE_UINT8,
+    "tensor(uint16)": mc.TYPE_UINT16, "tensor(uint32)": mc.TYPE_UINT32,
+    "tensor(uint64)": mc.TYPE_UINT64, "tensor(int8)": mc.TYPE_INT8,
+    "tensor(int16)": mc.TYPE_INT16, "tensor(int32)": mc.TYPE_INT32,
+    "tensor(int64)": mc.TYPE_INT64, "tensor(float16)": mc.TYPE_FP16,
+    "tensor(float)": mc.TYPE_FP32, "tensor(double)": mc.TYPE_FP64,
+    "tensor(string)": mc.TYPE_STRING, "tensor(bfloat16)": mc.TYPE_BF16,
+}
+# Triton's ONNX Runtime backend: batching models get this max_batch_size.
+DEFAULT_MAX_BATCH_SIZE = 4
+
+# config parameters -> SessionOptions attributes (Triton's ORT backend names)
+_THREAD_PARAMETERS = {"intra_op_thread_count": "intra_op_num_threads",
+                      "inter_op_thread_count": "inter_op_num_threads"}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise Unavailable("the onnxruntime backend needs the 'onnxruntime' package "
+                          "(pip install triton_grpc_server[onnxruntime])") from exc
+    return onnxruntime
+
+
+def _dims(shape) -> list[int]:
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in (shape or [])]
+
+
+def _session_options(config):
+    ort = _ort()
+    options = ort.SessionOptions()
+    for key, attr in _THREAD_PARAMETERS.items():
+        if key in config.parameters:
+            try:
+                setattr(options, attr, int(config.parameters[key].string_value))
+            except ValueError:
+                raise InvalidArgument(
+                    f"parameter '{key}' of model '{config.name}' must be an integer") from None
+    mode = config.parameters["execution_mode"].string_value if "execution_mode" in config.parameters else ""
+    if mode == "1":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    return options
+
+
+def _open_session(path: Path, config, providers=("CPUExecutionProvider",)):
+    ort = _ort()
+    try:
+        return ort.InferenceSession(str(path), sess_options=_session_options(config),
+                                    providers=list(providers))
+    except TritonError:
+        raise
+    except Exception as exc:
+        raise Unavailable(f"load failed for model '{config.name}': {exc}") from None
+
+
+class OnnxRuntimeBackend(Backend):
+    platforms = ("onnxruntime_onnx",)
+    backend_names = ("onnxruntime",)
+    default_model_filename = "model.onnx"
+
+    @classmethod
+    def auto_complete_config(cls, config, model_path: Path) -> None:
+        session = _open_session(model_path, config)
+        model_inputs, model_outputs = session.get_inputs(), session.get_outputs()
+        fresh = not config.input and not config.output
+        if fresh and config.max_batch_size == 0:
+            batchable = all(len(t.shape) >= 1 and _dims(t.shape)[0] == -1
+                            for t in list(model_inputs) + list(model_outputs))
+            if batchable:
+                config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        skip = 1 if config.max_batch_size > 0 else 0
+        for kind, model_tensors, config_tensors in (("input", model_inputs, config.input),
+                                                    ("output", model_outputs, config.output)):
+            by_name = {t.name: t for t in config_tensors}
+            for tensor in model_tensors:
+                entry = by_name.get(tensor.name)
+                if entry is None:
+                    entry = config_tensors.add(name=tensor.name)
+                if entry.data_type == mc.TYPE_INVALID:
+                    if tensor.type not in ORT_TYPES:
+                        raise InvalidArgument(f"unsupported datatype {tensor.type} for {kind} "
+                                              f"'{tensor.name}' for model '{config.name}'")
+                    entry.data_type = ORT_TYPES[tensor.type]
+                if not entry.dims and not entry.HasField("reshape"):
+                    dims = _dims(tensor.shape)[skip:]
+                    entry.dims.extend(dims if dims else [1])
+        if (config.max_batch_size > 1
+                and config.WhichOneof("scheduling_choice") is None):
+            config.dynamic_batching.SetInParent()
+
+    def create_instance(self, index: int, kind: str, device_id: int) -> "OnnxRuntimeInstance":
+        if kind == "KIND_GPU":
+            if "CUDAExecutionProvider" not in _ort().get_available_providers():
+                raise Unavailable(f"model '{self.config.name}': KIND_GPU instances need "
+                                  "onnxruntime-gpu (CUDAExecutionProvider is not available)")
+            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        session = _open_session(self.model_path, self.config, providers)
+        return OnnxRuntimeInstance(f"{self.config.name}_{index}", session, self.config)
+
+
+class OnnxRuntimeInstance(BackendInstance):
+    def __init__(self, name: str, session, config):
+        self.name = name
+        self.session = session
+        self.model_name = config.name
+        self.string_outputs = {t.name for t in session.get_outputs() if t.type == "tensor(string)"}
+
+    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+                parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            results = self.session.run(list(output_names), dict(inputs))
+        except Exception as exc:
+            raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
+        return dict(zip(output_names, results))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,73 @@
+"""Command line: Triton's flag names onto :class:`Settings`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from ._version import TRITON_COMPAT_VERSION, __version__
+from .settings import GRPC_MAX_MESSAGE_BYTES, Settings
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="triton_grpc_server",
+        description="Inference server speaking NVIDIA Triton's gRPC protocol.")
+    p.add_argument("--version", action="version",
+                   version=f"triton_grpc_server {__version__} (Triton protocol {TRITON_COMPAT_VERSION})")
+    p.add_argument("--model-repository", "--model-store", "--repo", dest="model_repository",
+                   help="model repository directory (Triton layout)")
+    p.add_argument("--grpc-address", "--host", dest="grpc_address", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001)")
+    p.add_argument("--grpc-infer-thread-count", type=int,
+                   help="threads serving RPCs (default 16)")
+    p.add_argument("--grpc-max-message-size", dest="grpc_max_message_bytes", type=int,
+                   help=f"largest gRPC message in bytes (default {GRPC_MAX_MESSAGE_BYTES})")
+    p.add_argument("--infer-codec", choices=["auto", "cython", "python"],
+                   help="ModelInfer wire codec (default auto: Cython when built)")
+    p.add_argument("--http-port", type=int, help="reserved: HTTP/REST frontend (not served yet)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
+    p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
+    p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")
+    p.add_argument("--allow-http", type=_bool, metavar="BOOL")
+    p.add_argument("--strict-model-config", type=_bool, metavar="BOOL",
+                   help="true: do not auto-complete model configurations")
+    p.add_argument("--disable-auto-complete-config", dest="strict_model_config",
+                   action="store_const", const=True, help="same as --strict-model-config=true")
+    p.add_argument("--exit-on-error", type=_bool, metavar="BOOL",
+                   help="exit if a model fails to load at start-up (default true)")
+    p.add_argument("--strict-readiness", type=_bool, metavar="BOOL")
+    p.add_argument("--log-verbose", type=int, metavar="LEVEL")
+    p.add_argument("--log-info", type=_bool, metavar="BOOL")
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"])
+    p.add_argument("--load-model", action="append", metavar="NAME",
+                   help="model to load at start-up in explicit mode (repeatable; '*' = all)")
+    p.add_argument("--repository-poll-secs", type=float)
+    p.add_argument("--exit-timeout-secs", type=float)
+    return p
+
+
+def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**given)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    settings = parse_settings(argv)
+    from .server import run
+
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

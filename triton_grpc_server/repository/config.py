@@ -1,0 +1,151 @@
+"""config.pbtxt: parse, auto-complete through the backend, fill defaults, validate.
+
+The result is the ``ModelConfig`` message that ModelConfig returns and that the
+data plane validates requests against.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+from google.protobuf import json_format, text_format
+
+from .._proto import model_config_pb2 as mc
+from ..backends import backend_name_for, load_backend_class, platform_for, FILE_HINTS
+from ..errors import InvalidArgument, TritonError
+from ..tensors import CONFIG_TO_WIRE
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.pbtxt"
+
+
+def read_config(model_dir: Path, override_json: Optional[str] = None):
+    """Parse config.pbtxt (or the JSON override that replaces it).
+
+    A missing config.pbtxt gives an empty config, to be auto-completed.
+    """
+    config = mc.ModelConfig()
+    if override_json is not None:
+        try:
+            json_format.Parse(override_json, config)
+        except (json_format.ParseError, json.JSONDecodeError) as exc:
+            raise InvalidArgument(f"failed to parse model config override: {exc}") from None
+        return config
+    path = model_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            text_format.Parse(path.read_text(), config)
+        except text_format.ParseError as exc:
+            raise InvalidArgument(f"failed to read text proto from {path}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"failed to read {path}: {exc}") from None
+    return config
+
+
+def resolve_backend_name(config, model_dir: Path) -> str:
+    """The backend serving a model: from ``backend``/``platform``, else from the files present."""
+    if config.backend or config.platform:
+        return backend_name_for(config.platform, config.backend)
+    for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+        for file_name, backend in FILE_HINTS.items():
+            if (version_dir / file_name).exists():
+                return backend
+    raise InvalidArgument(
+        f"unable to find backend for model '{config.name or model_dir.name}': "
+        "must specify 'platform' or 'backend' in config")
+
+
+def complete_config(config, model_name: str, model_dir: Path,
+                    find_model_files: Callable[[object], list[Path]], auto_complete: bool):
+    """Fill a parsed config: name, backend/platform, auto-complete, defaults; then validate.
+
+    ``find_model_files(config)`` lists the model files of the versions about to
+    load, oldest first; the newest is what auto-complete reads, as in Triton.
+    """
+    if config.name and config.name != model_name:
+        raise InvalidArgument(
+            f"unexpected directory name '{model_name}' for model '{config.name}', "
+            "directory name must equal model name")
+    config.name = model_name
+    backend = resolve_backend_name(config, model_dir)
+    config.backend = backend
+    if not config.platform:
+        config.platform = platform_for(backend)
+    backend_class = load_backend_class(backend)
+    if not config.default_model_filename:
+        config.default_model_filename = backend_class.default_model_filename
+    model_paths = find_model_files(config)
+    if auto_complete and model_paths:
+        backend_class.auto_complete_config(config, model_paths[-1])
+    fill_defaults(config)
+    validate_config(config)
+    return config, backend_class
+
+
+def fill_defaults(config) -> None:
+    """The defaults Triton writes into a normalized config."""
+    if not config.HasField("version_policy"):
+        config.version_policy.latest.num_versions = 1
+    if not config.instance_group:
+        group = config.instance_group.add()
+        group.count = 1
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+    for index, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{config.name}_{index}" if len(config.instance_group) > 1 else config.name
+        if group.count < 1:
+            group.count = 1
+        if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+
+
+def validate_config(config) -> None:
+    name = config.name
+    if config.max_batch_size < 0:
+        raise InvalidArgument(f"'max_batch_size' must be non-negative value for {name}")
+    if not config.input:
+        raise InvalidArgument(f"model input must be specified for {name}")
+    if not config.output:
+        raise InvalidArgument(f"model output must be specified for {name}")
+    seen = set()
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        for tensor in tensors:
+            if not tensor.name:
+                raise InvalidArgument(f"model {kind} must specify 'name' for {name}")
+            if (kind, tensor.name) in seen:
+                raise InvalidArgument(f"duplicate {kind} name '{tensor.name}' for {name}")
+            seen.add((kind, tensor.name))
+            type_name = mc.DataType.Name(tensor.data_type)
+            if type_name not in CONFIG_TO_WIRE:
+                raise InvalidArgument(
+                    f"model {kind} '{tensor.name}' must specify 'data_type' for {name}")
+            if not tensor.dims and not tensor.HasField("reshape") and config.max_batch_size == 0:
+                raise InvalidArgument(f"model {kind} '{tensor.name}' must specify 'dims' for {name}")
+            for dim in tensor.dims:
+                if dim < -1 or dim == 0:
+                    raise InvalidArgument(
+                        f"model {kind} '{tensor.name}' dimension must be integer >= 1, or -1 to "
+                        f"indicate a variable-size dimension for {name}")
+    if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+        # Triton ignores the batcher for non-batching models with a warning.
+        log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)
+
+
+def wire_datatype(tensor) -> str:
+    return CONFIG_TO_WIRE[mc.DataType.Name(tensor.data_type)]
+
+
+def labels_for(config, model_dir: Path) -> dict[str, list[str]]:
+    """Output name -> labels read from its ``label_filename`` (a line a label)."""
+    labels = {}
+    for output in config.output:
+        if output.label_filename:
+            path = model_dir / output.label_filename
+            try:
+                labels[output.name] = path.read_text().splitlines()
+            except OSError as exc:
+                raise TritonError(f"failed to read label file {path}: {exc}") from None
+    return labels

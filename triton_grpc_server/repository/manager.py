@@ -1,0 +1,246 @@
+"""Which models and versions are loaded, and their states.
+
+A model's config is read and completed once per load; each selected version
+loads its backend and instances. A model whose config or file is broken is
+UNAVAILABLE with its reason while the others serve.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+from .._proto import model_config_pb2 as mc
+from ..backends.base import BackendContext
+from ..errors import InvalidArgument, NotFound, TritonError, Unavailable
+from ..scheduler import InstancePool
+from . import config as cfg
+from .layout import available_versions, model_names, select_versions
+
+log = logging.getLogger(__name__)
+
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+
+
+def model_files(model_dir: Path, config, on_disk: list[int]) -> list[Path]:
+    """The model files of the versions the config's policy selects, oldest first."""
+    paths = []
+    for version in select_versions(config.version_policy, on_disk):
+        path = model_dir / str(version) / config.default_model_filename
+        if path.exists():
+            paths.append(path)
+    return paths
+
+
+def parse_version(text: str) -> int:
+    """A request's version string: "" is -1 (the newest ready version), else an integer > 0."""
+    if text == "":
+        return -1
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"failed to get model version from specified version string '{text}' (details: "
+            f"stol), version should be an integral value > 0") from None
+    if number < 0:
+        raise InvalidArgument(
+            f"invalid model version specified '{text}' , version should be an integral value > 0")
+    return number
+
+
+class ModelVersion:
+    """One loaded version of a model: its config, backend, instances and scheduler."""
+
+    def __init__(self, name: str, version: int, config, model_dir: Path):
+        self.name = name
+        self.version = version
+        self.config = config
+        self.model_dir = model_dir
+        self.state = LOADING
+        self.reason = ""
+        self.backend = None
+        self.scheduler: Optional[InstancePool] = None
+        self.inputs = {t.name: t for t in config.input}
+        self.outputs = {t.name: t for t in config.output}
+        self.labels: dict[str, list[str]] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    def load(self, backend_class, context: BackendContext) -> None:
+        model_path = self.model_dir / str(self.version) / self.config.default_model_filename
+        if not model_path.exists():
+            raise Unavailable(f"unable to find '{model_path}' for model '{self.name}'")
+        self.labels = cfg.labels_for(self.config, self.model_dir)
+        self.backend = backend_class(self.config, self.version, model_path, context)
+        instances = []
+        try:
+            for group in self.config.instance_group:
+                kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
+                devices = list(group.gpus) or [0]
+                for index in range(group.count):
+                    for device in (devices if kind == "KIND_GPU" else [0]):
+                        instances.append(self.backend.create_instance(len(instances), kind, device))
+        except BaseException:
+            for instance in instances:
+                instance.close()
+            raise
+        self.scheduler = InstancePool(instances)
+        self.state = READY
+
+    def unload(self) -> None:
+        self.state = UNLOADING
+        if self.scheduler is not None:
+            self.scheduler.close()
+        if self.backend is not None:
+            self.backend.unload()
+        self.scheduler = self.backend = None
+
+
+class ModelEntry:
+    """A model known to the repository, with its versions or the reason it has none."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.config = None
+        self.versions: dict[int, ModelVersion] = {}
+        self.state = ""
+        self.reason = ""
+
+    def latest_ready(self) -> Optional[ModelVersion]:
+        for version in sorted(self.versions, reverse=True):
+            if self.versions[version].ready:
+                return self.versions[version]
+        return None
+
+
+class ModelRepository:
+    def __init__(self, root: Path, auto_complete: bool = True, settings=None):
+        self.root = Path(root)
+        self.auto_complete = auto_complete
+        self.settings = settings
+        self._models: dict[str, ModelEntry] = {}
+        self._lock = threading.RLock()
+
+    # -- lifecycle -------------------------------------------------------
+    def scan(self) -> list[str]:
+        return model_names(self.root)
+
+    def load_all(self) -> None:
+        for name in self.scan():
+            self.load(name)
+
+    def load(self, name: str, config_override: Optional[str] = None) -> ModelEntry:
+        """Load (or reload) a model's selected versions; failures become states, not exceptions."""
+        model_dir = self.root / name
+        entry = ModelEntry(name)
+        entry.state = LOADING
+        try:
+            config = cfg.read_config(model_dir, config_override)
+            on_disk = available_versions(model_dir)
+            config, backend_class = cfg.complete_config(
+                config, name, model_dir, lambda c: model_files(model_dir, c, on_disk),
+                self.auto_complete)
+            selected = select_versions(config.version_policy, on_disk)
+            if not selected:
+                raise InvalidArgument(f"at least one version must be available under the version "
+                                      f"policy of model '{name}'")
+            entry.config = config
+            context = BackendContext(name, self.settings)
+            for version in selected:
+                model_version = ModelVersion(name, version, config, model_dir)
+                entry.versions[version] = model_version
+                try:
+                    model_version.load(backend_class, context)
+                    log.info("successfully loaded '%s' version %d", name, version)
+                except TritonError as exc:
+                    model_version.state, model_version.reason = UNAVAILABLE, exc.message
+                except Exception as exc:  # a backend's own exception: report, keep serving
+                    model_version.state, model_version.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                if model_version.state != READY:
+                    log.error("failed to load '%s' version %d: %s", name, version, model_version.reason)
+            ready = any(v.ready for v in entry.versions.values())
+            entry.state = READY if ready else UNAVAILABLE
+            if not ready:
+                entry.reason = "; ".join(v.reason for v in entry.versions.values() if v.reason)
+        except TritonError as exc:
+            entry.state, entry.reason = UNAVAILABLE, exc.message
+            log.error("failed to load '%s': %s", name, exc.message)
+        except Exception as exc:
+            entry.state, entry.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+            log.error("failed to load '%s': %s", name, entry.reason)
+        with self._lock:
+            old = self._models.get(name)
+            self._models[name] = entry
+        if old is not None:
+            for version in old.versions.values():
+                version.unload()
+        return entry
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            entry = self._models.pop(name, None)
+        if entry is not None:
+            for version in entry.versions.values():
+                version.unload()
+
+    def close(self) -> None:
+        for name in list(self._models):
+            self.unload(name)
+
+    # -- queries ---------------------------------------------------------
+    def entries(self) -> dict[str, ModelEntry]:
+        with self._lock:
+            return dict(self._models)
+
+    def all_ready(self) -> bool:
+        return all(e.state == READY for e in self.entries().values())
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The version a request names ("" = newest ready), or Triton's error for it."""
+        number = parse_version(version)
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        if number == -1:
+            found = entry.latest_ready()
+            if found is None:
+                raise NotFound(f"Request for unknown model: '{name}' has no available versions")
+            return found
+        found = entry.versions.get(number)
+        if found is None:
+            raise NotFound(f"Request for unknown model: '{name}' version {number} is not found")
+        if not found.ready:
+            raise Unavailable(
+                f"Request for unknown model: '{name}' version {number} is not at ready state")
+        return found
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        """ModelReady: false for unknown models and versions; a malformed version is an error."""
+        parse_version(version)
+        try:
+            return self.get(name, version).ready
+        except (NotFound, Unavailable):
+            return False
+
+    def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) rows as RepositoryIndex reports them."""
+        rows = []
+        entries = self.entries()
+        for name in sorted(set(self.scan()) | set(entries)):
+            entry = entries.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append((name, "", "", ""))
+                continue
+            if not entry.versions:
+                if not ready_only or entry.state == READY:
+                    rows.append((name, "", entry.state, entry.reason))
+                continue
+            for number, version in sorted(entry.versions.items()):
+                if ready_only and not version.ready:
+                    continue
+                rows.append((name, str(number), version.state, version.reason))
+        return rows

@@ -1,0 +1,99 @@
+"""Start the frontends, load the repository, stop cleanly on SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .settings import Settings
+
+log = logging.getLogger("triton_grpc_server")
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.DEBUG if settings.log_verbose > 0 else (
+        logging.INFO if settings.log_info else logging.WARNING)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname).1s%(asctime)s %(name)s] %(message)s")
+
+
+def check_repository(settings: Settings) -> str:
+    """A one-line reason the repository can't be used, or '' when it can."""
+    path = settings.model_repository
+    if path is None:
+        return "--model-repository must be specified"
+    if not path.exists():
+        return f"model repository '{path}' does not exist"
+    if not path.is_dir():
+        return f"model repository '{path}' is not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return f"model repository '{path}' is not readable"
+    return ""
+
+
+def load_startup_models(repository, settings: Settings) -> None:
+    if settings.model_control_mode != "explicit":
+        repository.load_all()
+        return
+    names = settings.load_model
+    if "*" in names:
+        names = repository.scan()
+    for name in names:
+        repository.load(name)
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings)
+    problem = check_repository(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+
+    from .dataplane import DataPlane
+    from .frontends.grpc import create_grpc_server
+    from .repository import ModelRepository
+
+    repository = ModelRepository(settings.model_repository,
+                                 auto_complete=not settings.strict_model_config,
+                                 settings=settings)
+    load_startup_models(repository, settings)
+    failed = [(n, e.reason) for n, e in repository.entries().items() if e.state != "READY"]
+    if failed and settings.exit_on_error:
+        for name, reason in failed:
+            print(f"error: failed to load '{name}': {reason}", file=sys.stderr)
+        print("error: creating server: Internal - failed to load all models", file=sys.stderr)
+        repository.close()
+        return 1
+
+    dataplane = DataPlane(repository, settings)
+    server = create_grpc_server(dataplane, settings)
+    address = f"{settings.grpc_address}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        bound, reason = 0, str(exc)
+    else:
+        reason = "address in use or not available"
+    if not bound:
+        print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
+        repository.close()
+        return 1
+    server.start()
+    log.info("Started GRPCInferenceService at %s", address)
+
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stopping.wait()
+    log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
+    dataplane.accepting = False
+    server.stop(grace=settings.exit_timeout_secs).wait()
+    repository.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,52 @@
+"""The one configuration object. CLI flags (Triton's names) map onto it, and
+every field can also come from the environment with the ``TGS_`` prefix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# gRPC's largest message: lengths are int32 on the wire.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TGS_", extra="ignore")
+
+    model_repository: Optional[Path] = None
+    """Directory laid out as Triton's model repository."""
+
+    grpc_address: str = "0.0.0.0"
+    """Address the gRPC frontend binds (Triton's default: all interfaces)."""
+    grpc_port: int = 8001
+    grpc_infer_thread_count: int = 16
+    """Worker threads serving RPCs (the sync server's pool size)."""
+    grpc_max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES
+    """Largest request and response message, both directions."""
+    infer_codec: Literal["auto", "cython", "python"] = "auto"
+    """ModelInfer wire codec: the Cython one (auto, when built) or protobuf's."""
+
+    http_port: int = 8000
+    """Reserved for the HTTP/REST frontend (not served yet)."""
+    metrics_port: int = 8002
+    allow_metrics: bool = True
+    allow_grpc: bool = True
+    allow_http: bool = False
+
+    strict_model_config: bool = False
+    """True disables auto-completion of model configurations from model files."""
+    exit_on_error: bool = True
+    """Exit at start-up if any model fails to load (Triton's default)."""
+    strict_readiness: bool = True
+    """ServerReady is true only when every model loaded at start-up is ready."""
+    log_verbose: int = 0
+    log_info: bool = True
+
+    model_control_mode: Literal["none", "poll", "explicit"] = "none"
+    load_model: list[str] = Field(default_factory=list)
+    repository_poll_secs: float = 15.0
+
+    exit_timeout_secs: float = 30.0
+    """How long shutdown waits for in-flight requests."""
