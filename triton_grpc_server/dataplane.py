@@ -16,6 +16,7 @@ from .classification import classify
 from .errors import InvalidArgument, TritonError, Unsupported
 from .inference import InferResponse, OutputTensor
 from .repository import ModelRepository
+from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
 from .tensors import NUMPY_DTYPES, serialize_bytes
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, statistics, ...) come with their issues.
-EXTENSIONS = ["classification", "model_repository", "model_configuration", "parameters"]
+EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
+              "model_configuration", "parameters"]
 
 
 class TensorMetadata:
@@ -43,9 +45,11 @@ class ModelMetadata:
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, settings=None):
+    def __init__(self, repository: ModelRepository, settings=None,
+                 control: Optional[ModelControl] = None):
         self.repository = repository
         self.settings = settings
+        self.control = control if control is not None else ModelControl(repository, settings)
         self.live = True
         self.accepting = True
 
@@ -83,9 +87,23 @@ class DataPlane:
     def repository_index(self, ready_only: bool = False):
         return self.repository.index(ready_only)
 
+    def load_model(self, name: str, parameters: dict) -> None:
+        """RepositoryModelLoad: ``parameters`` maps names to str/bytes/bool/int values."""
+        self.control.load(name, parameters)
+
+    def unload_model(self, name: str, parameters: dict) -> None:
+        self.control.unload(name, parameters)
+
     # -- inference ------------------------------------------------------
     def infer(self, request) -> InferResponse:
-        model = self.repository.get(request.model_name, request.model_version)
+        # Counted in flight: a reload or unload closes this version only after it returns.
+        model = self.repository.acquire(request.model_name, request.model_version)
+        try:
+            return self._infer(request, model)
+        finally:
+            model.release()
+
+    def _infer(self, request, model) -> InferResponse:
         if model.config.model_transaction_policy.decoupled:
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
         parameters = backend_parameters(request)

@@ -2,8 +2,15 @@
 
 One ``InferenceSession`` per instance. Inputs arrive as numpy views of the
 request bytes and go to ``session.run`` as they are (ONNX Runtime wraps a
-matching CPU numpy buffer without copying). BYTES tensors travel as object
-arrays of ``bytes``, which ONNX Runtime takes byte-for-byte.
+matching CPU numpy buffer without copying).
+
+BYTES and ONNX string tensors: ONNX Runtime's Python API converts ``str``
+to and from UTF-8 and refuses anything else, so a tensor whose elements are all
+valid UTF-8 is passed decoded (the model sees exactly the bytes sent), and a
+tensor holding any non-UTF-8 element is passed through latin-1 (one code point
+per byte), with the request's string outputs mapped back the same way. That
+keeps identity-like models byte-for-byte for arbitrary bytes; a model that
+inspects such non-UTF-8 strings sees them transcoded (docs/deviations.md).
 """
 from __future__ import annotations
 
@@ -74,6 +81,35 @@ def _open_session(path: Path, config, providers=("CPUExecutionProvider",)):
         raise Unavailable(f"load failed for model '{config.name}': {exc}") from None
 
 
+def strings_to_ort(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """BYTES elements as ``str`` for ONNX Runtime; True when latin-1 had to be used."""
+    flat = array.ravel()
+    out = np.empty(flat.shape, dtype=object)
+    try:
+        for i, item in enumerate(flat):
+            out[i] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+        return out.reshape(array.shape), False
+    except UnicodeDecodeError:
+        for i, item in enumerate(flat):
+            out[i] = item.decode("latin-1") if isinstance(item, bytes) else str(item)
+        return out.reshape(array.shape), True
+
+
+def strings_from_ort(array: np.ndarray, latin1: bool) -> np.ndarray:
+    """ONNX Runtime's ``str`` outputs back to bytes, undoing :func:`strings_to_ort`."""
+    flat = array.ravel()
+    out = np.empty(flat.shape, dtype=object)
+    for i, item in enumerate(flat):
+        if latin1:
+            try:
+                out[i] = item.encode("latin-1")
+                continue
+            except UnicodeEncodeError:
+                pass
+        out[i] = item.encode("utf-8")
+    return out.reshape(array.shape)
+
+
 class OnnxRuntimeBackend(Backend):
     platforms = ("onnxruntime_onnx",)
     backend_names = ("onnxruntime",)
@@ -130,11 +166,20 @@ class OnnxRuntimeInstance(BackendInstance):
 
     def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        feeds, latin1 = {}, False
+        for name, array in inputs.items():
+            if array.dtype == object:
+                array, mapped = strings_to_ort(array)
+                latin1 = latin1 or mapped
+            feeds[name] = array
         try:
-            results = self.session.run(list(output_names), dict(inputs))
+            results = self.session.run(list(output_names), feeds)
         except Exception as exc:
             raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
-        return dict(zip(output_names, results))
+        outputs = dict(zip(output_names, results))
+        for name in self.string_outputs.intersection(outputs):
+            outputs[name] = strings_from_ort(outputs[name], latin1)
+        return outputs
 
     def close(self) -> None:
         self.session = None

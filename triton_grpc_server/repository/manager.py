@@ -64,6 +64,10 @@ class ModelVersion:
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
         self.labels: dict[str, list[str]] = {}
+        # In-flight requests (acquire/release): a retired version closes when idle.
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._released = False
 
     @property
     def ready(self) -> bool:
@@ -90,13 +94,60 @@ class ModelVersion:
         self.scheduler = InstancePool(instances)
         self.state = READY
 
+    def acquire(self) -> bool:
+        """Count a request in; False once the version is no longer READY."""
+        with self._idle:
+            if self.state != READY:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.notify_all()
+
+    def retire(self, wait: bool = False) -> None:
+        """Stop taking requests; close the instances once the in-flight ones finish.
+
+        Asynchronous unless ``wait``: a background thread waits for idle.
+        """
+        with self._idle:
+            if self.state != READY:
+                return
+            self.state = UNLOADING
+        if wait:
+            self._close_when_idle()
+        else:
+            threading.Thread(target=self._close_when_idle, daemon=True,
+                             name=f"unload-{self.name}-{self.version}").start()
+
+    def _close_when_idle(self) -> None:
+        with self._idle:
+            while self._inflight > 0:
+                self._idle.wait()
+        self.unload()
+        log.info("successfully unloaded '%s' version %d", self.name, self.version)
+
     def unload(self) -> None:
-        self.state = UNLOADING
-        if self.scheduler is not None:
-            self.scheduler.close()
-        if self.backend is not None:
-            self.backend.unload()
-        self.scheduler = self.backend = None
+        """Release the scheduler and backend now (idempotent); the version ends UNAVAILABLE."""
+        with self._idle:
+            if self._released:
+                return
+            self._released = True
+            was_loaded = self.state in (READY, UNLOADING)
+            if was_loaded:
+                self.state = UNLOADING
+        try:
+            if self.scheduler is not None:
+                self.scheduler.close()
+            if self.backend is not None:
+                self.backend.unload()
+        finally:
+            self.scheduler = self.backend = None
+            if was_loaded:
+                self.state, self.reason = UNAVAILABLE, "unloaded"
 
 
 class ModelEntry:
@@ -132,9 +183,40 @@ class ModelRepository:
         for name in self.scan():
             self.load(name)
 
-    def load(self, name: str, config_override: Optional[str] = None) -> ModelEntry:
-        """Load (or reload) a model's selected versions; failures become states, not exceptions."""
-        model_dir = self.root / name
+    def load(self, name: str, config_override: Optional[str] = None,
+             model_dir: Optional[Path] = None) -> ModelEntry:
+        """Load (or reload) a model's selected versions; failures become states, not exceptions.
+
+        Loading happens outside the repository lock, so inference on every
+        model (this one included) goes on meanwhile. The new versions then
+        replace the old ones in one step: requests already running finish on
+        the version they started on, each old version closing when idle. A
+        reload in which no version loads keeps the old versions serving.
+        Returns the entry just built (installed or not).
+        """
+        model_dir = Path(model_dir) if model_dir is not None else self.root / name
+        with self._lock:
+            if name not in self._models:  # a first load shows as LOADING meanwhile
+                placeholder = ModelEntry(name)
+                placeholder.state = LOADING
+                self._models[name] = placeholder
+        entry = self._build(name, model_dir, config_override)
+        with self._lock:
+            old = self._models.get(name)
+            keep_old = (old is not None and old.latest_ready() is not None
+                        and entry.latest_ready() is None)
+            if not keep_old:
+                self._models[name] = entry
+        if keep_old:
+            log.error("failed to reload '%s'; the loaded versions keep serving", name)
+            for version in entry.versions.values():
+                version.unload()
+        elif old is not None:
+            for version in old.versions.values():
+                version.retire()
+        return entry
+
+    def _build(self, name: str, model_dir: Path, config_override: Optional[str]) -> ModelEntry:
         entry = ModelEntry(name)
         entry.state = LOADING
         try:
@@ -171,24 +253,29 @@ class ModelRepository:
         except Exception as exc:
             entry.state, entry.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
             log.error("failed to load '%s': %s", name, entry.reason)
-        with self._lock:
-            old = self._models.get(name)
-            self._models[name] = entry
-        if old is not None:
-            for version in old.versions.values():
-                version.unload()
         return entry
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str, forget: bool = False) -> Optional[ModelEntry]:
+        """Stop serving a model at once; each version closes when its requests finish.
+
+        The entry stays listed (UNAVAILABLE, "unloaded") unless ``forget``.
+        """
         with self._lock:
-            entry = self._models.pop(name, None)
+            entry = self._models.pop(name, None) if forget else self._models.get(name)
+            if entry is not None:
+                entry.state, entry.reason = UNAVAILABLE, "unloaded"
         if entry is not None:
             for version in entry.versions.values():
-                version.unload()
+                version.retire()
+        return entry
 
     def close(self) -> None:
-        for name in list(self._models):
-            self.unload(name)
+        with self._lock:
+            entries = list(self._models.values())
+            self._models.clear()
+        for entry in entries:
+            for version in entry.versions.values():
+                version.unload()
 
     # -- queries ---------------------------------------------------------
     def entries(self) -> dict[str, ModelEntry]:
@@ -196,7 +283,7 @@ class ModelRepository:
             return dict(self._models)
 
     def all_ready(self) -> bool:
-        return all(e.state == READY for e in self.entries().values())
+        return all(e.state == READY for e in self.entries().values() if e.reason != "unloaded")
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         """The version a request names ("" = newest ready), or Triton's error for it."""
@@ -216,6 +303,14 @@ class ModelRepository:
             raise Unavailable(
                 f"Request for unknown model: '{name}' version {number} is not at ready state")
         return found
+
+    def acquire(self, name: str, version: str = "") -> ModelVersion:
+        """:meth:`get`, counted in flight until ``release()``; a version swapped out
+        between the two steps is looked up again, so a reload fails no request."""
+        while True:
+            model = self.get(name, version)
+            if model.acquire():
+                return model
 
     def is_ready(self, name: str, version: str = "") -> bool:
         """ModelReady: false for unknown models and versions; a malformed version is an error."""

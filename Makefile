@@ -1,0 +1,44 @@
+# One-command entry points; see README.md.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8001
+PYTEST_ARGS ?=
+
+.PHONY: setup compile debug models serve test test-fast bench gpu-check clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Editable install: generates the protobuf modules and compiles ext/ in place.
+setup: $(PY)
+	$(PY) -m pip install -q -e ".[onnxruntime,metrics,test]"
+
+compile: $(PY)
+	$(PY) setup.py -q build_ext --inplace
+
+debug: $(PY)
+	TGS_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
+
+models: setup
+	$(PY) examples/make_models.py examples/models
+
+serve: models
+	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT)
+
+test: models
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: models
+	$(PY) -m pytest -q -ra -x -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build dist *.egg-info triton_grpc_server/_proto/*_pb2*.py \
+	       triton_grpc_server/_ext/*.so ext/*.c ext/*.html
