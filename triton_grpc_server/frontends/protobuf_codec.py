@@ -83,8 +83,9 @@ def response_to_message(response: InferResponse):
     for out in response.outputs:
         tensor = msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
         fill_parameters(tensor.parameters, out.parameters)
-        msg.raw_output_contents.append(bytes(memoryview(out.data).cast("B"))
-                                       if not isinstance(out.data, bytes) else out.data)
+        # tobytes() copies in C order, so non-contiguous and zero-size views work too.
+        msg.raw_output_contents.append(out.data if isinstance(out.data, bytes)
+                                       else memoryview(out.data).tobytes())
     return msg
 
 
