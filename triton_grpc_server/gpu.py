@@ -1,0 +1,100 @@
+"""Python-side helpers over the CUDA layer (``triton_grpc_server._ext.cuda``).
+
+Backends ask here whether a GPU can be used and why not, and share one pinned
+host pool per process. Nothing here touches CUDA at import time.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from .errors import Unavailable
+
+_lock = threading.Lock()
+_pool = None
+
+
+def cuda_module():
+    """The compiled CUDA layer, or raise :class:`Unavailable` if it was not built."""
+    try:
+        from ._ext import cuda
+    except ImportError as exc:  # built without the extension (e.g. a pure-Python install)
+        raise Unavailable(f"the CUDA layer (triton_grpc_server._ext.cuda) is not built: {exc}") from exc
+    return cuda
+
+
+def unavailable_reason() -> Optional[str]:
+    """``None`` when a GPU is usable, else why not (no extension, no driver, no device)."""
+    try:
+        cuda = cuda_module()
+    except Unavailable as exc:
+        return exc.message
+    return cuda.unavailable_reason()
+
+
+def device_count() -> int:
+    """Usable CUDA devices; 0 without the extension, a driver or a device."""
+    try:
+        return cuda_module().device_count()
+    except Unavailable:
+        return 0
+
+
+def require_devices(device_ids=(), what: str = "this model") -> None:
+    """Raise :class:`Unavailable` unless a GPU is usable and every id in ``device_ids`` exists."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise Unavailable(f"{what} needs a GPU: {reason}")
+    count = device_count()
+    for device in device_ids:
+        if not 0 <= device < count:
+            raise Unavailable(f"{what} asks for GPU {device}, but only {count} device(s) are visible")
+
+
+def pinned_pool():
+    """The process-wide :class:`PinnedPool` (page-locked when a GPU is usable)."""
+    global _pool
+    if _pool is None:
+        with _lock:
+            if _pool is None:
+                _pool = cuda_module().PinnedPool()
+    return _pool
+
+
+#: Inputs at least this large are staged by several threads at once.
+PARALLEL_STAGE_BYTES = 2 << 20
+_STAGE_WORKERS = 4
+_stage_executor = None
+
+
+def stage_h2d(dst: int, staging, offset: int, src, stream, workers: int = _STAGE_WORKERS) -> int:
+    """Request bytes ``src`` -> ``staging[offset:]`` (pinned) -> device ``dst`` on ``stream``.
+
+    One host thread memcpys at about 11 GB/s (measured on the H100 host), well
+    below the 50+ GB/s of pinned DMA, so large tensors are cut into ``workers``
+    slices, each staged by ``cuda.stage_h2d`` (GIL released, memcpy of one
+    chunk overlapping the DMA of the previous) on its own thread; the caller
+    stages the first slice itself. The slices are disjoint, so the order in
+    which their copies reach the stream does not matter; all are queued when
+    this returns.
+    """
+    global _stage_executor
+    cuda = cuda_module()
+    n = len(src)
+    if n < PARALLEL_STAGE_BYTES or workers <= 1:
+        return cuda.stage_h2d(dst, staging, offset, src, stream)
+    if _stage_executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _lock:
+            if _stage_executor is None:
+                _stage_executor = ThreadPoolExecutor(_STAGE_WORKERS - 1, thread_name_prefix="tgs-stage")
+    part = -(-n // workers)
+    part = (part + 4095) // 4096 * 4096
+    futures = [_stage_executor.submit(cuda.stage_h2d, dst + start, staging, offset + start,
+                                      src[start:start + part], stream)
+               for start in range(part, n, part)]
+    cuda.stage_h2d(dst, staging, offset, src[:part], stream)
+    for future in futures:
+        future.result()
+    return n
