@@ -7,7 +7,7 @@ semantics live in this module and the modules it calls.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -19,14 +19,15 @@ from .repository import ModelRepository
 from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
+from .stats import RequestTiming, select_statistics
 from .tensors import NUMPY_DTYPES, serialize_bytes
 
 log = logging.getLogger(__name__)
 
 # What this server implements of Triton's protocol extensions (an honest list).
-# Triton's order; the rest (sequence, shared memory, statistics, ...) come with their issues.
+# Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "parameters"]
+              "model_configuration", "parameters", "statistics"]
 
 
 class TensorMetadata:
@@ -95,23 +96,38 @@ class DataPlane:
         self.control.unload(name, parameters)
 
     # -- inference ------------------------------------------------------
-    def infer(self, request) -> InferResponse:
+    def infer(self, request, cancelled: Optional[Callable[[], bool]] = None) -> InferResponse:
+        """``cancelled``: true once the client has gone (deadline passed, RPC cancelled)."""
         # Counted in flight: a reload or unload closes this version only after it returns.
         model = self.repository.acquire(request.model_name, request.model_version)
         try:
-            return self._infer(request, model)
+            return self._infer(request, model, cancelled)
         finally:
             model.release()
 
-    def _infer(self, request, model) -> InferResponse:
+    def _infer(self, request, model, cancelled=None) -> InferResponse:
         if model.config.model_transaction_policy.decoupled:
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
-        parameters = backend_parameters(request)
-        validator = RequestValidator(request, model)
-        output_names = validator.requested_outputs()
-        inputs, batch = validator.arrays()
-        results = model.scheduler.execute(inputs, output_names, parameters)
-        return self._response(request, model, output_names, results, batch)
+        timing = RequestTiming()
+        try:
+            parameters = backend_parameters(request)
+            validator = RequestValidator(request, model)
+            output_names = validator.requested_outputs()
+            inputs, batch = validator.arrays()
+            results = model.scheduler.execute(
+                inputs, output_names, parameters, batch=batch, timing=timing,
+                priority=request.parameters.get("priority", 0),
+                timeout_us=request.parameters.get("timeout", 0), cancelled=cancelled)
+            response = self._response(request, model, output_names, results, batch)
+        except Exception:
+            model.stats.failed(timing)
+            raise
+        model.stats.succeeded(timing)
+        return response
+
+    def model_statistics(self, name: str = "", version: str = ""):
+        """``(model, version, ModelStats snapshot)`` rows for the ModelStatistics RPC."""
+        return select_statistics(self.repository, name, version)
 
     def _response(self, request, model, output_names, results, batch) -> InferResponse:
         requested = {o.name: o for o in request.outputs}

@@ -33,15 +33,13 @@ def check_repository(settings: Settings) -> str:
     return ""
 
 
-def load_startup_models(repository, settings: Settings) -> None:
-    if settings.model_control_mode != "explicit":
-        repository.load_all()
-        return
-    names = settings.load_model
-    if "*" in names:
-        names = repository.scan()
-    for name in names:
-        repository.load(name)
+def load_startup_models(repository, settings: Settings):
+    """Load what the control mode loads at start-up; returns the :class:`ModelControl`."""
+    from .repository.control import ModelControl
+
+    control = ModelControl(repository, settings)
+    control.load_startup_models()
+    return control
 
 
 def run(settings: Settings) -> int:
@@ -52,13 +50,17 @@ def run(settings: Settings) -> int:
         return 1
 
     from .dataplane import DataPlane
-    from .frontends.grpc import create_grpc_server
+    if settings.grpc_server == "aio":
+        from .frontends.grpc_aio import create_grpc_server
+    else:
+        from .frontends.grpc import create_grpc_server
+    from .metrics import create_metrics_server
     from .repository import ModelRepository
 
     repository = ModelRepository(settings.model_repository,
                                  auto_complete=not settings.strict_model_config,
                                  settings=settings)
-    load_startup_models(repository, settings)
+    control = load_startup_models(repository, settings)
     failed = [(n, e.reason) for n, e in repository.entries().items() if e.state != "READY"]
     if failed and settings.exit_on_error:
         for name, reason in failed:
@@ -67,7 +69,7 @@ def run(settings: Settings) -> int:
         repository.close()
         return 1
 
-    dataplane = DataPlane(repository, settings)
+    dataplane = DataPlane(repository, settings, control=control)
     server = create_grpc_server(dataplane, settings)
     address = f"{settings.grpc_address}:{settings.grpc_port}"
     try:
@@ -82,6 +84,8 @@ def run(settings: Settings) -> int:
         return 1
     server.start()
     log.info("Started GRPCInferenceService at %s", address)
+    metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
+    control.start()  # the repository poller, in poll mode
 
     stopping = threading.Event()
 
@@ -94,6 +98,9 @@ def run(settings: Settings) -> int:
     log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
     dataplane.accepting = False
     server.stop(grace=settings.exit_timeout_secs).wait()
+    if metrics is not None:
+        metrics.stop()
+    control.stop()
     repository.close()
     log.info("stopped")
     return 0

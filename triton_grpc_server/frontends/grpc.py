@@ -4,7 +4,7 @@ ModelInfer takes and returns raw bytes (no protobuf deserializer is
 registered for it), so the selected codec decodes and encodes the message and
 a malformed request becomes INVALID_ARGUMENT rather than grpcio's generic
 deserialization failure. The other RPCs use the generated protobuf classes.
-Each error becomes a status in one place: :func:`_abort`.
+Each error becomes a status in one place: :func:`error_status`.
 """
 from __future__ import annotations
 
@@ -25,18 +25,26 @@ log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 
 
+def error_status(exc: Exception, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status for an error raised by a handler (both serving loops use this).
+
+    Call it inside the ``except`` block, so an internal error is logged with its traceback.
+    """
+    if isinstance(exc, TritonError):
+        return grpc_code(exc.status), exc.message
+    log.exception("internal error in %s", where)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
 def _guarded(method: Callable) -> Callable:
     """Run a handler; every error becomes a gRPC status here, and none escapes to grpcio."""
     def handler(request, context):
         try:
             return method(request, context)
-        except TritonError as exc:
-            context.abort(grpc_code(exc.status), exc.message)
         except Exception as exc:
             if context.code() is not None:  # raised by context.abort itself
                 raise
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            context.abort(*error_status(exc, method.__name__))
     handler.__name__ = method.__name__
     return handler
 
@@ -80,35 +88,98 @@ class GRPCInferenceServicer:
         return pb.RepositoryIndexResponse(
             models=[entry(name=n, version=v, state=s, reason=r) for n, v, s, r in rows])
 
+    def RepositoryModelLoad(self, request, context):
+        if request.repository_name:
+            raise Unsupported("'repository_name' specification is not supported")
+        self.dataplane.load_model(request.model_name, _repository_parameters(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    def RepositoryModelUnload(self, request, context):
+        if request.repository_name:
+            raise Unsupported("'repository_name' specification is not supported")
+        self.dataplane.unload_model(request.model_name, _repository_parameters(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
+
+    def ModelStatistics(self, request, context):
+        rows = self.dataplane.model_statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
+
     def ModelInfer(self, data: bytes, context) -> bytes:
         request = self.codec.decode_request(data)
-        return self.codec.encode_response(self.dataplane.infer(request))
+        return self.codec.encode_response(self.dataplane.infer(request, _cancelled(context)))
+
+
+def _cancelled(context) -> Callable[[], bool]:
+    """A check the scheduler polls: true once the RPC is cancelled or its deadline has passed."""
+    is_active = getattr(context, "is_active", None)
+    gone = context.cancelled if is_active is None else (lambda: not is_active())  # aio / sync
+
+    def cancelled() -> bool:
+        if gone():
+            return True
+        remaining = context.time_remaining()
+        return remaining is not None and remaining <= 0
+    return cancelled
+
+
+def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
+    """A :class:`~triton_grpc_server.stats.ModelStats` snapshot as Triton's message."""
+    def duration(d):
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+    return pb.ModelStatistics(
+        name=name, version=str(version), last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count, execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success), fail=duration(stats.fail),
+            queue=duration(stats.queue), compute_input=duration(stats.compute_input),
+            compute_infer=duration(stats.compute_infer),
+            compute_output=duration(stats.compute_output)),
+        batch_stats=[pb.InferBatchStatistics(
+            batch_size=size, compute_input=duration(b.compute_input),
+            compute_infer=duration(b.compute_infer), compute_output=duration(b.compute_output))
+            for size, b in sorted(stats.batch_stats.items())])
+
+
+def _repository_parameters(parameters) -> dict:
+    """``ModelRepositoryParameter`` map -> plain values (bool, int, str, bytes; None if unset)."""
+    values = {}
+    for key, parameter in parameters.items():
+        which = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, which) if which else None
+    return values
 
 
 def _unimplemented(name: str):
-    def handler(request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      f"{name} is not implemented by this server yet")
-    return handler
+    def unimplemented(request, context):
+        raise Unsupported(f"{name} is not implemented by this server yet")  # -> UNIMPLEMENTED
+    return unimplemented
 
 
-def build_handlers(servicer: GRPCInferenceServicer) -> grpc.GenericRpcHandler:
+def build_handlers(servicer: GRPCInferenceServicer, guard: Callable = _guarded,
+                   guard_infer: Callable | None = None) -> grpc.GenericRpcHandler:
+    """The service's handlers, each servicer method wrapped by ``guard``.
+
+    ``guard`` turns a servicer method into a handler of the serving loop (a plain
+    function for ``grpc.server``, a coroutine function for ``grpc.aio``);
+    ``guard_infer`` wraps ModelInfer when it should run differently (default: ``guard``).
+    """
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers = {}
     for method in service.methods:
         name = method.name
         if name == "ModelInfer":
-            handlers[name] = grpc.unary_unary_rpc_method_handler(_guarded(servicer.ModelInfer))
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                (guard_infer or guard)(servicer.ModelInfer))
             continue
         request_class = getattr(pb, method.input_type.name)
         impl = getattr(servicer, name, None)
         if method.client_streaming or method.server_streaming:
             handlers[name] = grpc.stream_stream_rpc_method_handler(
-                _unimplemented(name), request_deserializer=request_class.FromString,
+                guard(_unimplemented(name)), request_deserializer=request_class.FromString,
                 response_serializer=lambda m: m.SerializeToString())
             continue
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(impl) if impl is not None else _unimplemented(name),
+            guard(impl if impl is not None else _unimplemented(name)),
             request_deserializer=request_class.FromString,
             response_serializer=lambda m: m.SerializeToString())
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -127,16 +198,20 @@ class ReadinessHealthServicer(health.HealthServicer):
         return health_pb2.HealthCheckResponse(status=status)
 
 
+def server_options(settings) -> list[tuple[str, int]]:
+    limit = settings.grpc_max_message_bytes
+    return [("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", 0)]
+
+
 def create_grpc_server(dataplane, settings) -> grpc.Server:
     codec = load_codec(settings.infer_codec)
     log.info("ModelInfer codec: %s", codec.__name__)
-    limit = settings.grpc_max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
                                    thread_name_prefix="grpc"),
-        options=[("grpc.max_send_message_length", limit),
-                 ("grpc.max_receive_message_length", limit),
-                 ("grpc.so_reuseport", 0)])
+        options=server_options(settings))
     server.add_generic_rpc_handlers((build_handlers(GRPCInferenceServicer(dataplane, codec)),))
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
     return server

@@ -14,7 +14,8 @@ from typing import Optional
 from .._proto import model_config_pb2 as mc
 from ..backends.base import BackendContext
 from ..errors import InvalidArgument, NotFound, TritonError, Unavailable
-from ..scheduler import InstancePool
+from ..scheduler import Scheduler, create_scheduler
+from ..stats import ModelStats
 from . import config as cfg
 from .layout import available_versions, model_names, select_versions
 
@@ -60,7 +61,8 @@ class ModelVersion:
         self.state = LOADING
         self.reason = ""
         self.backend = None
-        self.scheduler: Optional[InstancePool] = None
+        self.scheduler: Optional[Scheduler] = None
+        self.stats = ModelStats()
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
         self.labels: dict[str, list[str]] = {}
@@ -91,7 +93,7 @@ class ModelVersion:
             for instance in instances:
                 instance.close()
             raise
-        self.scheduler = InstancePool(instances)
+        self.scheduler = create_scheduler(self.config, instances, self.stats)
         self.state = READY
 
     def acquire(self) -> bool:
@@ -283,7 +285,9 @@ class ModelRepository:
             return dict(self._models)
 
     def all_ready(self) -> bool:
-        return all(e.state == READY for e in self.entries().values() if e.reason != "unloaded")
+        # Unloaded models and first loads still in progress do not count (as Triton).
+        return all(e.state == READY for e in self.entries().values()
+                   if e.reason != "unloaded" and e.state != LOADING)
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         """The version a request names ("" = newest ready), or Triton's error for it."""
