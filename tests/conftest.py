@@ -65,7 +65,8 @@ class ServerHandle:
         return grpcclient.InferenceServerClient(self.url, **kwargs)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -73,7 +73,10 @@ class DataPlane:
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         model = self.repository.get(name, version)
         entry = self.repository.entries()[name]
-        versions = [str(v) for v, mv in sorted(entry.versions.items()) if mv.ready]
+        if version:  # Triton lists just the version asked for
+            versions = [str(model.version)]
+        else:
+            versions = [str(v) for v, mv in sorted(entry.versions.items()) if mv.ready]
         lead = [-1] if model.config.max_batch_size > 0 else []
 
         def describe(tensors):

@@ -30,6 +30,9 @@ _FIELD_TYPES = {
     "bytes_contents": ("BYTES",),
 }
 
+# numpy kind -> the width typed contents are read at before truncating to the input's type
+_CONTENTS_WIDTH = {"i": np.dtype(np.int64), "u": np.dtype(np.int64)}
+
 _IMPLICIT_BATCH_NOTE = (
     "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
     "to be prepended to each input shape. If you want to specify the full shape including the "
@@ -211,8 +214,9 @@ class RequestValidator:
             config = self.model.inputs[tensor.name]
             expected_type = wire_datatype(config)
             if tensor.datatype != expected_type:
+                given = tensor.datatype if tensor.datatype in NUMPY_DTYPES else "<invalid>"
                 raise self.error(
-                    f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+                    f"inference input '{tensor.name}' data-type is '{given}', but model "
                     f"'{self.name}' expects '{expected_type}'")
             self.check_shape(tensor, config, batch)
             array = self._array(tensor, source)
@@ -226,7 +230,11 @@ class RequestValidator:
         count = element_count(tensor.shape)
         if tensor.datatype == "BYTES":
             if isinstance(source, list):  # bytes_contents
-                if len(source) != count:
+                if len(source) > count:
+                    raise self.error(
+                        f"unexpected number of string elements {count + 1} for inference input "
+                        f"'{tensor.name}' for model '{self.name}', expecting {count}")
+                if len(source) < count:
                     raise self.error(
                         f"expected {count} string elements for inference input '{tensor.name}' "
                         f"for model '{self.name}', got {len(source)}")
@@ -242,9 +250,9 @@ class RequestValidator:
             if got != expected:
                 raise self._byte_size_error(tensor, expected, got)
             # Narrow integer types travel widened in 32-bit fields; Triton truncates them.
-            values = np.asarray(source)
-            if values.size == 0:
-                return np.empty(tensor.shape, dtype=dtype)
+            # Read at the field's own width first, so uint64 values stay exact.
+            wide = _CONTENTS_WIDTH.get(dtype.kind, dtype) if dtype.itemsize < 8 else dtype
+            values = np.asarray(source, dtype=wide)
             return values.astype(dtype, copy=False).reshape(tensor.shape)
         view = memoryview(source)
         if view.nbytes != expected:

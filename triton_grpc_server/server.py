@@ -44,6 +44,15 @@ def load_startup_models(repository, settings: Settings):
 
 def run(settings: Settings) -> int:
     configure_logging(settings)
+    # Installed first: a signal during start-up then stops the server once it is up,
+    # instead of killing it half-started.
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     problem = check_repository(settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -87,13 +96,6 @@ def run(settings: Settings) -> int:
     metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
     control.start()  # the repository poller, in poll mode
 
-    stopping = threading.Event()
-
-    def on_signal(signum, frame):
-        stopping.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     stopping.wait()
     log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
     dataplane.accepting = False

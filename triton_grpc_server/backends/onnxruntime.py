@@ -14,6 +14,7 @@ inspects such non-UTF-8 strings sees them transcoded (docs/deviations.md).
 """
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, TritonError, Unavailable
+from ..tensors import shape_str
 from .base import Backend, BackendContext, BackendInstance
 
 # ONNX Runtime type strings -> config data types
@@ -33,6 +35,7 @@ ORT_TYPES = {
     "tensor(float)": mc.TYPE_FP32, "tensor(double)": mc.TYPE_FP64,
     "tensor(string)": mc.TYPE_STRING, "tensor(bfloat16)": mc.TYPE_BF16,
 }
+_ONNX_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 # Triton's ONNX Runtime backend: batching models get this max_batch_size.
 DEFAULT_MAX_BATCH_SIZE = 4
 
@@ -110,6 +113,42 @@ def strings_from_ort(array: np.ndarray, latin1: bool) -> np.ndarray:
     return out.reshape(array.shape)
 
 
+def validate_against_model(config, model_tensors, kind: str) -> None:
+    """Refuse a config that contradicts the ONNX model, as Triton's ORT backend does at load."""
+    name = config.name
+    by_name = {t.name: t for t in model_tensors}
+    configured = config.input if kind == "input" else config.output
+    for tensor in configured:
+        model_tensor = by_name.get(tensor.name)
+        if model_tensor is None:
+            raise Unavailable(
+                f"unable to load model '{name}', unexpected inference {kind} '{tensor.name}', "
+                f"allowed {kind}s are: {', '.join(by_name)}")
+        model_type = ORT_TYPES.get(model_tensor.type)
+        if model_type != tensor.data_type:
+            provided = mc.DataType.Name(model_type) if model_type is not None else model_tensor.type
+            raise Unavailable(
+                f"unable to load model '{name}', configuration expects datatype "
+                f"{mc.DataType.Name(tensor.data_type)} for {kind} '{tensor.name}', model provides "
+                f"{provided}")
+        model_dims = _dims(model_tensor.shape)
+        if config.max_batch_size > 0:
+            if not model_dims or model_dims[0] != -1:
+                raise Unavailable(
+                    f"model '{name}', tensor '{tensor.name}': for the model to support batching "
+                    f"the shape should have at least 1 dimension and the first dimension must be "
+                    f"-1; but shape expected by the model is {shape_str(model_dims)}")
+            model_dims = model_dims[1:]
+        dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+        if len(dims) != len(model_dims) or any(
+                d != m and d != -1 and m != -1 for d, m in zip(dims, model_dims)):
+            lead = [-1] if config.max_batch_size > 0 else []
+            raise Unavailable(
+                f"model '{name}', tensor '{tensor.name}': the model expects {len(lead + model_dims)} "
+                f"dimensions (shape {shape_str(lead + model_dims)}) but the model configuration "
+                f"specifies {len(lead + dims)} dimensions (shape {shape_str(lead + dims)})")
+
+
 class OnnxRuntimeBackend(Backend):
     platforms = ("onnxruntime_onnx",)
     backend_names = ("onnxruntime",)
@@ -117,10 +156,11 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def auto_complete_config(cls, config, model_path: Path) -> None:
+        if config.input and config.output:
+            return  # Triton's ORT backend: "inputs and outputs already specified"
         session = _open_session(model_path, config)
         model_inputs, model_outputs = session.get_inputs(), session.get_outputs()
-        fresh = not config.input and not config.output
-        if fresh and config.max_batch_size == 0:
+        if config.max_batch_size == 0:
             batchable = all(len(t.shape) >= 1 and _dims(t.shape)[0] == -1
                             for t in list(model_inputs) + list(model_outputs))
             if batchable:
@@ -145,6 +185,13 @@ class OnnxRuntimeBackend(Backend):
                 and config.WhichOneof("scheduling_choice") is None):
             config.dynamic_batching.SetInParent()
 
+    def __init__(self, config, version: int, model_path: Path, context: BackendContext):
+        super().__init__(config, version, model_path, context)
+        session = _open_session(model_path, config)
+        validate_against_model(config, session.get_inputs(), "input")
+        validate_against_model(config, session.get_outputs(), "output")
+        self._spare_session = session  # becomes the first CPU instance's session
+
     def create_instance(self, index: int, kind: str, device_id: int) -> "OnnxRuntimeInstance":
         if kind == "KIND_GPU":
             if "CUDAExecutionProvider" not in _ort().get_available_providers():
@@ -153,7 +200,9 @@ class OnnxRuntimeBackend(Backend):
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        session = _open_session(self.model_path, self.config, providers)
+        session, self._spare_session = self._spare_session, None
+        if session is None or kind == "KIND_GPU":
+            session = _open_session(self.model_path, self.config, providers)
         return OnnxRuntimeInstance(f"{self.config.name}_{index}", session, self.config)
 
 
@@ -163,6 +212,8 @@ class OnnxRuntimeInstance(BackendInstance):
         self.session = session
         self.model_name = config.name
         self.string_outputs = {t.name for t in session.get_outputs() if t.type == "tensor(string)"}
+        self.bf16_tensors = {t.name for t in list(session.get_inputs()) + list(session.get_outputs())
+                             if t.type == "tensor(bfloat16)"}
 
     def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -173,13 +224,35 @@ class OnnxRuntimeInstance(BackendInstance):
                 latin1 = latin1 or mapped
             feeds[name] = array
         try:
-            results = self.session.run(list(output_names), feeds)
+            if self.bf16_tensors:
+                results = self._run_with_bf16(feeds, output_names)
+            else:
+                results = self.session.run(list(output_names), feeds)
         except Exception as exc:
             raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
         outputs = dict(zip(output_names, results))
         for name in self.string_outputs.intersection(outputs):
             outputs[name] = strings_from_ort(outputs[name], latin1)
         return outputs
+
+    def _run_with_bf16(self, feeds, output_names) -> list:
+        """numpy has no bfloat16: BF16 tensors travel as uint16 bits through OrtValues."""
+        ort = _ort()
+        values = {}
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            values[name] = (ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array, _ONNX_BFLOAT16)
+                            if name in self.bf16_tensors else ort.OrtValue.ortvalue_from_numpy(array))
+        results = []
+        for name, value in zip(output_names, self.session.run_with_ort_values(list(output_names), values)):
+            if name in self.bf16_tensors:
+                # OrtValue.numpy() refuses bfloat16; copy the bits out of ORT's buffer.
+                count = value.tensor_size_in_bytes() // 2
+                bits = (ctypes.c_uint16 * count).from_address(value.data_ptr()) if count else []
+                results.append(np.array(bits, dtype=np.uint16).reshape(value.shape()))
+            else:
+                results.append(value.numpy())
+        return results
 
     def close(self) -> None:
         self.session = None

@@ -20,6 +20,19 @@ from ..tensors import CONFIG_TO_WIRE
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.pbtxt"
+DEFAULT_CPU_INSTANCE_COUNT = 2
+
+
+class AutoCompleteFailed(TritonError):
+    """Auto-complete could not read the model file.
+
+    Triton auto-completes inside each version's load, so this fails the
+    versions (UNAVAILABLE, with the reason) rather than the model.
+    """
+
+    def __init__(self, message: str, config):
+        super().__init__(message)
+        self.config = config
 
 
 def read_config(model_dir: Path, override_json: Optional[str] = None):
@@ -79,7 +92,10 @@ def complete_config(config, model_name: str, model_dir: Path,
         config.default_model_filename = backend_class.default_model_filename
     model_paths = find_model_files(config)
     if auto_complete and model_paths:
-        backend_class.auto_complete_config(config, model_paths[-1])
+        try:
+            backend_class.auto_complete_config(config, model_paths[-1])
+        except TritonError as exc:
+            raise AutoCompleteFailed(exc.message, config) from None
     fill_defaults(config)
     validate_config(config)
     return config, backend_class
@@ -91,13 +107,14 @@ def fill_defaults(config) -> None:
         config.version_policy.latest.num_versions = 1
     if not config.instance_group:
         group = config.instance_group.add()
-        group.count = 1
         group.kind = mc.ModelInstanceGroup.KIND_CPU
     for index, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{index}" if len(config.instance_group) > 1 else config.name
         if group.count < 1:
-            group.count = 1
+            # Triton's SetDefaultInstanceCount: two CPU instances, one per GPU
+            group.count = DEFAULT_CPU_INSTANCE_COUNT if group.kind in (
+                mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_AUTO) else 1
         if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
             group.kind = mc.ModelInstanceGroup.KIND_CPU
 

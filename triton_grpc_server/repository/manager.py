@@ -7,6 +7,7 @@ UNAVAILABLE with its reason while the others serve.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Optional
@@ -34,16 +35,25 @@ def model_files(model_dir: Path, config, on_disk: list[int]) -> list[Path]:
     return paths
 
 
+_STOL_PREFIX = re.compile(r"\s*([+-]?\d+)")
+_INT64_MAX = 2**63 - 1
+
+
 def parse_version(text: str) -> int:
-    """A request's version string: "" is -1 (the newest ready version), else an integer > 0."""
+    """A request's version string, read as Triton reads it (``std::stol``).
+
+    "" is -1 (the newest ready version); leading blanks are skipped and the
+    leading integer is taken ("1.5" is 1); no digits, or a value beyond int64,
+    is INVALID_ARG; a negative value is refused.
+    """
     if text == "":
         return -1
-    try:
-        number = int(text)
-    except ValueError:
+    match = _STOL_PREFIX.match(text)
+    number = int(match.group(1)) if match else None
+    if number is None or not -_INT64_MAX - 1 <= number <= _INT64_MAX:
         raise InvalidArgument(
             f"failed to get model version from specified version string '{text}' (details: "
-            f"stol), version should be an integral value > 0") from None
+            f"stol), version should be an integral value > 0")
     if number < 0:
         raise InvalidArgument(
             f"invalid model version specified '{text}' , version should be an integral value > 0")
@@ -224,9 +234,12 @@ class ModelRepository:
         try:
             config = cfg.read_config(model_dir, config_override)
             on_disk = available_versions(model_dir)
-            config, backend_class = cfg.complete_config(
-                config, name, model_dir, lambda c: model_files(model_dir, c, on_disk),
-                self.auto_complete)
+            try:
+                config, backend_class = cfg.complete_config(
+                    config, name, model_dir, lambda c: model_files(model_dir, c, on_disk),
+                    self.auto_complete)
+            except cfg.AutoCompleteFailed as exc:
+                return self._failed_versions(entry, exc, model_dir, on_disk)
             selected = select_versions(config.version_policy, on_disk)
             if not selected:
                 raise InvalidArgument(f"at least one version must be available under the version "
@@ -255,6 +268,17 @@ class ModelRepository:
         except Exception as exc:
             entry.state, entry.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
             log.error("failed to load '%s': %s", name, entry.reason)
+        return entry
+
+    @staticmethod
+    def _failed_versions(entry: ModelEntry, exc: "cfg.AutoCompleteFailed", model_dir: Path,
+                         on_disk: list[int]) -> ModelEntry:
+        for number in select_versions(exc.config.version_policy, on_disk):
+            version = ModelVersion(entry.name, number, exc.config, model_dir)
+            version.state, version.reason = UNAVAILABLE, exc.message
+            entry.versions[number] = version
+        entry.state, entry.reason = UNAVAILABLE, exc.message
+        log.error("failed to load '%s': %s", entry.name, exc.message)
         return entry
 
     def unload(self, name: str, forget: bool = False) -> Optional[ModelEntry]:

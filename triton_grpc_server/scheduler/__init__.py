@@ -1,4 +1,27 @@
-"""Per-model scheduling between the data plane and the backend instances."""
+"""Per-model scheduling between the data plane and the backend instances.
+
+:func:`create_scheduler` picks Triton's behaviour from the model config: the
+:class:`DynamicBatcher` when ``dynamic_batching`` is set on a model with a
+batch dimension, else the :class:`InstancePool` (each request on the next
+free instance). Both run N instances concurrently, one request or batch each,
+and record into the version's :class:`~triton_grpc_server.stats.ModelStats`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from ..stats import ModelStats
+from .base import QueueFull, QueueTimeout, RequestCancelled
+from .batcher import DynamicBatcher
 from .instance_pool import InstancePool
 
-__all__ = ["InstancePool"]
+Scheduler = Union[InstancePool, DynamicBatcher]
+
+__all__ = ["DynamicBatcher", "InstancePool", "QueueFull", "QueueTimeout", "RequestCancelled",
+           "Scheduler", "create_scheduler"]
+
+
+def create_scheduler(config, instances: Sequence, stats: Optional[ModelStats] = None) -> Scheduler:
+    if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
+        return DynamicBatcher(config, instances, stats)
+    return InstancePool(instances, stats)

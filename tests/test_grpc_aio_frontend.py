@@ -1,0 +1,151 @@
+"""The ``grpc.aio`` serving loop (``--grpc-server aio``) through tritonclient.
+
+Same semantics as the sync server: results, error statuses, metadata, and a
+graceful stop that lets an in-flight request finish. ModelInfer runs in the
+thread pool, or on the event loop up to ``--grpc-aio-inline-bytes``; both paths
+are exercised, with each codec.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+import models
+from models import error_of
+
+INLINE = ("--grpc-aio-inline-bytes", "65536")
+BIG = 1 << 16  # FP32 elements: 256 KiB, over the inline limit
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repo = tmp_path / "models"
+    repo.mkdir()
+    models.simple_model(repo, "simple")
+    models.identity_model(repo, "identity", "FP32", max_batch_size=8, dims=[-1])
+    return repo
+
+
+def _codecs():
+    try:
+        import triton_grpc_server._ext.wire  # noqa: F401
+        cython = pytest.param("cython")
+    except ImportError:
+        cython = pytest.param("cython", marks=pytest.mark.skip(reason="Cython codec not built"))
+    return [cython, "python"]
+
+
+def tensor(name, array, datatype):
+    t = grpcclient.InferInput(name, list(array.shape), datatype)
+    t.set_data_from_numpy(array)
+    return t
+
+
+@pytest.mark.parametrize("codec", _codecs())
+def test_infer_results_inline_and_in_pool(start_server, repo, codec):
+    server = start_server(repo, "--grpc-server", "aio", "--infer-codec", codec, *INLINE)
+    client = server.client()
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 7, dtype=np.int32)
+    result = client.infer("simple", [tensor("INPUT0", a, "INT32"), tensor("INPUT1", b, "INT32")],
+                          request_id="r1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    assert result.get_response().id == "r1"
+
+    # concurrent large requests go through run_in_executor (small ones ran inline)
+    arrays = [np.random.default_rng(i).standard_normal((1, BIG)).astype(np.float32)
+              for i in range(6)]
+    done, lock, finished = {}, threading.Lock(), threading.Event()
+
+    def callback(index, result, error):
+        with lock:
+            done[index] = error if error is not None else result.as_numpy("OUTPUT0")
+            if len(done) == len(arrays):
+                finished.set()
+
+    for i, x in enumerate(arrays):
+        client.async_infer("identity", [tensor("INPUT0", x, "FP32")],
+                           callback=lambda result, error, i=i: callback(i, result, error))
+    assert finished.wait(60)
+    for i, x in enumerate(arrays):
+        assert isinstance(done[i], np.ndarray), done[i]
+        np.testing.assert_array_equal(done[i], x)
+    client.close()
+
+
+@pytest.mark.parametrize("codec", _codecs())
+def test_error_statuses(start_server, repo, codec):
+    server = start_server(repo, "--grpc-server", "aio", "--infer-codec", codec, *INLINE)
+    client = server.client()
+    a = np.ones((1, 16), dtype=np.int32)
+    code, message = error_of(client.infer, "nope", [tensor("INPUT0", a, "INT32")])
+    assert (code, message) == ("NOT_FOUND", "Request for unknown model: 'nope' is not found")
+    code, _ = error_of(client.infer, "simple", [tensor("INPUT0", a, "INT32")])  # INPUT1 missing
+    assert code == "INVALID_ARGUMENT"
+    big = np.ones((1, BIG), dtype=np.int32)  # wrong datatype, from the thread pool
+    code, message = error_of(client.infer, "identity", [tensor("INPUT0", big, "INT32")])
+    assert code == "INVALID_ARGUMENT" and "INPUT0" in message
+    code, _ = error_of(client.get_model_metadata, "nope")
+    assert code == "NOT_FOUND"
+    assert client.is_server_live()  # and the server keeps serving
+    client.close()
+
+
+def test_server_metadata_and_health(start_server, repo):
+    sync = start_server(repo)
+    aio = start_server(repo, "--grpc-server", "aio")
+    sync_client, aio_client = sync.client(), aio.client()
+    metadata = aio_client.get_server_metadata()
+    assert metadata.name == "triton"
+    assert metadata == sync_client.get_server_metadata()
+    assert aio_client.is_server_live() and aio_client.is_server_ready()
+    assert aio_client.is_model_ready("simple")
+    assert aio_client.get_model_metadata("simple") == sync_client.get_model_metadata("simple")
+    assert (aio_client.get_model_config("simple").config
+            == sync_client.get_model_config("simple").config)
+    sync_client.close()
+    aio_client.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_after_in_flight_request(tmp_path, start_server, sig):
+    repo = tmp_path / "models"
+    repo.mkdir()
+    env = models.echo_params_model(repo, tmp_path / "plugins")
+    server = start_server(repo, "--grpc-server", "aio", env=env)
+    time.sleep(0.5)  # signal handlers are installed right after the server answers
+    marker = tmp_path / "in-flight"
+    client = server.client()
+    outcome = {}
+
+    def slow_request():
+        x = tensor("INPUT0", np.array([1.0], dtype=np.float32), "FP32")
+        try:
+            result = client.infer("echo_params", [x],
+                                  parameters={"marker": str(marker), "sleep_ms": 1500})
+            outcome["params"] = result.as_numpy("PARAMS")
+        except Exception as exc:  # asserted below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "request never reached the backend"
+            time.sleep(0.02)
+        server.process.send_signal(sig)
+        worker.join(30)
+        code = server.process.wait(30)
+    finally:
+        worker.join(1)
+        client.close()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["params"] is not None
+    assert code == 0
