@@ -182,17 +182,18 @@ class _NoopInstance:
 
 
 def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
-    """(model, direct us, through InstancePool us, difference us) at C=1, in-process.
+    """(model, direct us, through the scheduler us, difference us) at C=1, in-process.
 
-    The pool path is what the data plane runs per request without batching:
+    The scheduled path is what the data plane runs per request without batching:
     ``InstancePool.execute`` with a RequestTiming and a cancellation check, then
-    ``ModelStats.succeeded``. ONNX Runtime runs with one intra-op thread here.
+    ``ModelStats.succeeded``; ``noop/batcher`` is the same through a DynamicBatcher.
+    ONNX Runtime runs with one intra-op thread here.
     """
     sys.path.insert(0, str(ROOT))
     from triton_grpc_server._proto import model_config_pb2 as mc
     from triton_grpc_server.backends.base import BackendContext
     from triton_grpc_server.backends.onnxruntime import OnnxRuntimeBackend
-    from triton_grpc_server.scheduler import InstancePool
+    from triton_grpc_server.scheduler import DynamicBatcher, InstancePool
     from triton_grpc_server.stats import ModelStats, RequestTiming
 
     rows = []
@@ -208,10 +209,14 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
             config.parameters["intra_op_thread_count"].string_value = "1"
             backend = OnnxRuntimeBackend(config, 1, path, BackendContext(name))
             instances.append((name, backend.create_instance(0, "KIND_CPU", 0)))
-        instances.append(("noop", _NoopInstance({"OUTPUT0": inputs["INPUT0"]})))
+        noop = _NoopInstance({"OUTPUT0": inputs["INPUT0"]})
+        instances += [("noop", noop), ("noop/batcher", noop)]
+        batching = mc.ModelConfig(name="noop", max_batch_size=MAX_BATCH)
+        batching.dynamic_batching.SetInParent()
         for name, instance in instances:
             stats = ModelStats()
-            pool = InstancePool([instance], stats)
+            pool = (DynamicBatcher(batching, [instance], stats) if name.endswith("batcher")
+                    else InstancePool([instance], stats))
 
             def direct():
                 instance.execute(inputs, names, params)
@@ -224,7 +229,7 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
             samples = {"direct": [], "scheduled": []}
             for _ in range(200):
                 direct(), scheduled()
-            count = iterations * (20 if name == "noop" else 1)
+            count = iterations * (20 if name.startswith("noop") else 1)
             for _ in range(5):  # interleaved rounds, median of each
                 for label, fn in (("direct", direct), ("scheduled", scheduled)):
                     start = time.perf_counter()
@@ -233,6 +238,8 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
                     samples[label].append((time.perf_counter() - start) / count * 1e6)
             d, s = statistics.median(samples["direct"]), statistics.median(samples["scheduled"])
             rows.append((name, d, s, s - d))
+            if isinstance(pool, DynamicBatcher):
+                pool.close()
     return rows
 
 
@@ -254,9 +261,9 @@ def main() -> int:
 
     if args.overhead:
         print("scheduler overhead at C=1, no batching (in-process, median of 5 rounds)")
-        print(f"{'model':8} {'direct us':>10} {'InstancePool us':>16} {'added us':>9}")
+        print(f"{'model':13} {'direct us':>10} {'scheduled us':>13} {'added us':>9}")
         for name, direct, scheduled, added in overhead(args.overhead_iterations):
-            print(f"{name:8} {direct:10.1f} {scheduled:16.1f} {added:9.1f}")
+            print(f"{name:13} {direct:10.1f} {scheduled:13.1f} {added:9.1f}")
         print()
 
     results: dict[tuple[str, int], list] = {}

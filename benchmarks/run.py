@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One-command benchmark: our server against the bare-grpcio ceiling.
 
-    python benchmarks/run.py            # full run (~10 min on 2 cores)
+    python benchmarks/run.py            # full run (about 10 minutes on 2 cores)
     python benchmarks/run.py --quick    # 1-2 minutes
 
 Everything runs on 127.0.0.1 free ports and is started here: a temporary model
@@ -316,8 +316,9 @@ def targets(rows: dict, rss: dict, codec: str) -> list[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Benchmark our server against bare grpcio.")
     p.add_argument("--quick", action="store_true", help="1-2 minute run (1 s per measurement)")
-    p.add_argument("--seconds", type=float, help="seconds per measurement (default 4, quick 1)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median; >= 3)")
+    p.add_argument("--seconds", type=float, help="seconds per measurement (default 2, quick 1)")
+    p.add_argument("--repeats", type=int,
+                   help="interleaved repeats, medians reported (default 5, quick 3)")
     p.add_argument("--rss", type=int, help="requests for the RSS check (default 200000, "
                                            "quick 20000; 0 skips it)")
     p.add_argument("--servers", help="comma-separated subset of server names")
@@ -327,7 +328,8 @@ def parse_args(argv=None):
     p.add_argument("--loadgen", choices=["auto", "h2load", "aio"], default="auto")
     p.add_argument("--json", type=Path, help="where to write raw results")
     args = p.parse_args(argv)
-    args.seconds = args.seconds or (1.0 if args.quick else 4.0)
+    args.seconds = args.seconds or (1.0 if args.quick else 2.0)
+    args.repeats = args.repeats or (3 if args.quick else 5)
     if args.rss is None:
         args.rss = 20_000 if args.quick else 200_000
     return args

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,8 @@ class ServerHandle:
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port), *map(str, args)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
-        self.log_path = Path(repo).parent / f"server-{self.port}.log"
+        # Logs go to the temp dir, never next to a repository inside the checkout.
+        self.log_path = Path(tempfile.gettempdir()) / f"tgs-server-{self.port}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=full_env, cwd=str(ROOT))

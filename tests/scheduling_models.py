@@ -122,9 +122,12 @@ def delay_for(seconds: float) -> int:
                                            providers=["CPUExecutionProvider"])
             feed = {"INPUT0": np.zeros([1, 4], np.float32), "DELAY": np.array([[2000]])}
             session.run(None, feed)
-            start = time.monotonic()
-            session.run(None, feed)
-            _seconds_per_trip = (time.monotonic() - start) / 2000
+            runs = []
+            for _ in range(3):  # the fastest run: a loaded machine errs towards longer delays
+                start = time.monotonic()
+                session.run(None, feed)
+                runs.append(time.monotonic() - start)
+            _seconds_per_trip = min(runs) / 2000
     return max(1, int(seconds / _seconds_per_trip))
 
 

@@ -1,9 +1,10 @@
 """The ``grpc.aio`` serving loop (``--grpc-server aio``) through tritonclient.
 
-Same semantics as the sync server: results, error statuses, metadata, and a
-graceful stop that lets an in-flight request finish. ModelInfer runs in the
-thread pool, or on the event loop up to ``--grpc-aio-inline-bytes``; both paths
-are exercised, with each codec.
+Same semantics as the sync server: results, error statuses, metadata, a
+graceful stop that lets an in-flight request finish, and the scheduler's
+batching and deadlines, which need ModelInfer off the event loop. ModelInfer
+runs in the thread pool, or on the event loop up to ``--grpc-aio-inline-bytes``;
+both paths are exercised, with each codec.
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import models
+from conftest import free_port
 from models import error_of
+from scheduling_models import (NO_AUTO_COMPLETE, Completions, delay_for, model_stats,
+                               slow_inputs, wait_until, write_model)
 
 INLINE = ("--grpc-aio-inline-bytes", "65536")
 BIG = 1 << 16  # FP32 elements: 256 KiB, over the inline limit
@@ -149,3 +153,50 @@ def test_signal_stops_after_in_flight_request(tmp_path, start_server, sig):
     assert "error" not in outcome, outcome.get("error")
     assert outcome["params"] is not None
     assert code == 0
+
+
+def _slow_model(tmp_path):
+    repo = tmp_path / "models"
+    write_model(repo, "slow", "slow", "max_batch_size: 8\n"
+                "instance_group [ { kind: KIND_CPU count: 1 } ]\ndynamic_batching { }\n")
+    return repo
+
+
+def test_requests_queued_behind_a_busy_instance_form_one_batch(tmp_path, start_server):
+    server = start_server(_slow_model(tmp_path), "--grpc-server", "aio", NO_AUTO_COMPLETE,
+                          "--metrics-port", free_port())
+    client = server.client()
+    assert client.is_server_ready()
+    done = Completions()
+    client.async_infer("slow", slow_inputs(grpcclient, 0, delay_for(1.5)), done.callback("busy"))
+    time.sleep(0.3)
+    for i in range(1, 5):
+        client.async_infer("slow", slow_inputs(grpcclient, i, 1), done.callback(i))
+    done.wait(5)
+    assert not done.errors, done.errors
+    for i in range(1, 5):
+        np.testing.assert_allclose(done.results[i].as_numpy("OUTPUT0"), np.full((1, 4), i + 1.0))
+    stats = model_stats(client, "slow")
+    assert (stats.inference_count, stats.execution_count) == (5, 2)  # busy + one batch of 4
+    client.close()
+
+
+def test_request_past_its_deadline_is_not_executed(tmp_path, start_server):
+    server = start_server(_slow_model(tmp_path), "--grpc-server", "aio", NO_AUTO_COMPLETE,
+                          "--metrics-port", free_port())
+    client = server.client()
+    assert client.is_server_ready()
+    done = Completions()
+    client.async_infer("slow", slow_inputs(grpcclient, 0, delay_for(2.0)), done.callback("busy"))
+    time.sleep(0.5)  # generous: the slow one must be executing, not queued
+    client.async_infer("slow", slow_inputs(grpcclient, 1, 1), done.callback("gone"),
+                       client_timeout=0.2)
+    done.wait(2)  # both responses (the count, not seconds)
+    assert done.order == ["gone", "busy"]
+    # the client's deadline; CANCELLED if the server's drop overtakes it on the wire
+    assert done.errors["gone"].status() in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
+    stats = wait_until(lambda: (lambda s: s if s.inference_stats.fail.count else None)(
+        model_stats(client, "slow")))
+    assert (stats.inference_stats.fail.count, stats.inference_stats.success.count) == (1, 1)
+    assert stats.execution_count == 1
+    client.close()

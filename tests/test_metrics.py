@@ -77,7 +77,7 @@ def test_inference_metrics(tmp_path, start_server):
 def test_pending_and_rejected(tmp_path, start_server):
     repo = tmp_path / "models"
     write_model(repo, "slow", "slow",
-                "max_batch_size: 1\n"
+                "max_batch_size: 1\ninstance_group [ { kind: KIND_CPU count: 1 } ]\n"
                 "dynamic_batching { default_queue_policy { max_queue_size: 2 } }")
     port = free_port()
     server = start_server(repo, "--metrics-port", port)

@@ -81,7 +81,7 @@ def _open_session(path: Path, config, providers=("CPUExecutionProvider",)):
     except TritonError:
         raise
     except Exception as exc:
-        raise Unavailable(f"load failed for model '{config.name}': {exc}") from None
+        raise Unavailable(f"unable to load model '{config.name}': {exc}") from None
 
 
 def strings_to_ort(array: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -13,7 +13,6 @@ from concurrent import futures
 from typing import Callable
 
 import grpc
-from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._proto import grpc_service_pb2 as pb
@@ -117,8 +116,10 @@ def _cancelled(context) -> Callable[[], bool]:
     def cancelled() -> bool:
         if gone():
             return True
+        # gRPC cancels the call at its deadline; this is the fallback should it not have yet
+        # (the grace lets the client see DEADLINE_EXCEEDED rather than our CANCELLED)
         remaining = context.time_remaining()
-        return remaining is not None and remaining <= 0
+        return remaining is not None and remaining < -0.05
     return cancelled
 
 

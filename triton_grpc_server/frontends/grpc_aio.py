@@ -31,6 +31,29 @@ from .grpc import GRPCInferenceServicer, build_handlers, error_status, server_op
 
 log = logging.getLogger(__name__)
 
+
+class _PoolContext:
+    """The RPC context as a servicer method running in the pool sees it.
+
+    grpc.aio cancels the handler's task when the client cancels or the deadline
+    passes, but the context's ``cancelled()`` stays false and ``time_remaining()``
+    stops at 0; ``is_active()`` here turns false then, so the scheduler's
+    cancellation check (``frontends/grpc.py`` ``_cancelled``) sees it.
+    """
+
+    __slots__ = ("_context", "gone")
+
+    def __init__(self, context):
+        self._context = context
+        self.gone = False
+
+    def is_active(self) -> bool:
+        return not (self.gone or self._context.cancelled())
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
 def _guard(executor: futures.Executor, inline_max_bytes: int = 0) -> Callable:
     """Wraps a servicer method as a coroutine handler that runs it on ``executor``.
 
@@ -42,8 +65,13 @@ def _guard(executor: futures.Executor, inline_max_bytes: int = 0) -> Callable:
             try:
                 if inline_max_bytes > 0 and len(request) <= inline_max_bytes:
                     return method(request, context)
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(executor, method, request, context)
+                call = _PoolContext(context)
+                try:
+                    return await asyncio.get_running_loop().run_in_executor(
+                        executor, method, request, call)
+                except asyncio.CancelledError:  # client gone or deadline passed
+                    call.gone = True
+                    raise
             except Exception as exc:
                 code, message = error_status(exc, method.__name__)
             await context.abort(code, message)
@@ -71,7 +99,7 @@ class AioServer:
     def __init__(self, dataplane, settings):
         inline_max_bytes = settings.grpc_aio_inline_bytes
         self._executor = futures.ThreadPoolExecutor(
-            max_workers=settings.grpc_infer_thread_count, thread_name_prefix="grpc-infer")
+            max_workers=settings.grpc_infer_thread_count, thread_name_prefix="grpc-aio-pool")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="grpc-aio", daemon=True)
         self._thread.start()

@@ -14,7 +14,7 @@ from google.protobuf import json_format, text_format
 
 from .._proto import model_config_pb2 as mc
 from ..backends import backend_name_for, load_backend_class, platform_for, FILE_HINTS
-from ..errors import InvalidArgument, TritonError
+from ..errors import InvalidArgument, TritonError, Unsupported
 from ..tensors import CONFIG_TO_WIRE
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,10 @@ def validate_config(config) -> None:
                     raise InvalidArgument(
                         f"model {kind} '{tensor.name}' dimension must be integer >= 1, or -1 to "
                         f"indicate a variable-size dimension for {name}")
+    if config.HasField("sequence_batching") or config.HasField("ensemble_scheduling"):
+        # Serving these as stateless models would silently give wrong answers.
+        kind = "sequence_batching" if config.HasField("sequence_batching") else "ensemble_scheduling"
+        raise Unsupported(f"model '{name}': {kind} is not supported by this server yet")
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         # Triton ignores the batcher for non-batching models with a warning.
         log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)

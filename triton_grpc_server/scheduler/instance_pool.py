@@ -2,12 +2,15 @@
 
 The calling RPC thread takes a free instance and runs the request itself, so
 N instances serve N requests at once and one instance never runs two. While
-all instances are busy the caller waits, and gives up if its client goes.
+all instances are busy callers wait in arrival order (a freed instance is
+handed to the longest waiter, as Triton's FIFO queue would), and a caller
+whose client goes away leaves the line without running.
 """
 from __future__ import annotations
 
-import queue
+import threading
 import time
+from collections import deque
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..backends.base import BackendInstance
@@ -18,13 +21,21 @@ from .base import CANCEL_POLL_SECS, RequestCancelled
 _now = time.monotonic_ns
 
 
+class _Waiter:
+    __slots__ = ("event", "instance")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.instance: Optional[BackendInstance] = None
+
+
 class InstancePool:
     def __init__(self, instances: Sequence[BackendInstance], stats: Optional[ModelStats] = None):
         self.instances = list(instances)
         self.stats = stats if stats is not None else ModelStats()
-        self._free: "queue.SimpleQueue[BackendInstance]" = queue.SimpleQueue()
-        for instance in self.instances:
-            self._free.put(instance)
+        self._lock = threading.Lock()
+        self._free = list(reversed(self.instances))
+        self._waiters: deque[_Waiter] = deque()
         self._closed = False
 
     def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
@@ -33,14 +44,8 @@ class InstancePool:
                 cancelled: Optional[Callable[[], bool]] = None) -> Mapping[str, Any]:
         if self._closed:
             raise Unavailable("model is unloading")
-        stats = self.stats
         enqueued = _now()
-        stats.enqueued()
-        try:
-            instance = self._free.get_nowait()
-        except queue.Empty:
-            instance = self._wait_for_instance(cancelled, timing)
-        stats.dequeued()
+        instance = self._acquire(cancelled, timing)
         try:
             if cancelled is not None and cancelled():
                 if timing is not None:
@@ -55,23 +60,46 @@ class InstancePool:
                 raise
             end = _now()
         finally:
-            self._free.put(instance)
-        stats.executed(batch, 0, end - start, 0)
+            self._release(instance)
+        self.stats.executed(batch, 0, end - start, 0)
         if timing is not None:
             timing.queue_ns = start - enqueued
             timing.compute_infer_ns = end - start
         return outputs
 
-    def _wait_for_instance(self, cancelled, timing) -> BackendInstance:
-        while True:
-            try:
-                return self._free.get(timeout=CANCEL_POLL_SECS if cancelled else None)
-            except queue.Empty:
+    def _acquire(self, cancelled, timing) -> BackendInstance:
+        with self._lock:
+            if self._free and not self._waiters:
+                return self._free.pop()
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        stats = self.stats
+        stats.enqueued()
+        try:
+            if cancelled is None:
+                waiter.event.wait()
+                return waiter.instance
+            while not waiter.event.wait(CANCEL_POLL_SECS):
                 if cancelled():
-                    self.stats.dequeued()
-                    if timing is not None:
-                        timing.failure = RequestCancelled.failure
-                    raise RequestCancelled() from None
+                    with self._lock:
+                        if waiter.instance is None:  # still in line: leave it
+                            self._waiters.remove(waiter)
+                            if timing is not None:
+                                timing.failure = RequestCancelled.failure
+                            raise RequestCancelled()
+                    break  # an instance arrived meanwhile; execute() checks again
+            return waiter.instance
+        finally:
+            stats.dequeued()
+
+    def _release(self, instance: BackendInstance) -> None:
+        with self._lock:
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.instance = instance
+                waiter.event.set()
+            else:
+                self._free.append(instance)
 
     def close(self) -> None:
         self._closed = True
