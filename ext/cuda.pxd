@@ -16,7 +16,7 @@ cdef extern from "cuda_runtime_api.h" nogil:
     ctypedef void* cudaGraph_t
     ctypedef void* cudaGraphExec_t
 
-    ctypedef enum cudaMemcpyKind:
+    enum cudaMemcpyKind:  # ``enum cudaMemcpyKind`` in C (no typedef)
         cudaMemcpyHostToHost
         cudaMemcpyHostToDevice
         cudaMemcpyDeviceToHost

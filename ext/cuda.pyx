@@ -439,30 +439,26 @@ cdef class DeviceBuffer:
 
 # ---------------------------------------------------------------- copies
 
-def memcpy_h2d_async(intptr_t dst, intptr_t src, size_t nbytes, Stream stream not None):
-    """Queue a host-to-device copy on ``stream`` (``src`` should be pinned)."""
+cdef inline int memcpy_async(intptr_t dst, intptr_t src, size_t nbytes, cudaMemcpyKind kind,
+                             cudaStream_t stream) except -1:
     cdef cudaError_t status
     with nogil:
-        status = cudaMemcpyAsync(<void*>dst, <const void*>src, nbytes,
-                                 cudaMemcpyHostToDevice, stream._stream)
-    check_status(status)
+        status = cudaMemcpyAsync(<void*>dst, <const void*>src, nbytes, kind, stream)
+    return check_status(status)
+
+
+def memcpy_h2d_async(intptr_t dst, intptr_t src, size_t nbytes, Stream stream not None):
+    """Queue a host-to-device copy on ``stream`` (``src`` should be pinned)."""
+    memcpy_async(dst, src, nbytes, cudaMemcpyHostToDevice, stream._stream)
 
 
 def memcpy_d2h_async(intptr_t dst, intptr_t src, size_t nbytes, Stream stream not None):
     """Queue a device-to-host copy on ``stream`` (``dst`` should be pinned)."""
-    cdef cudaError_t status
-    with nogil:
-        status = cudaMemcpyAsync(<void*>dst, <const void*>src, nbytes,
-                                 cudaMemcpyDeviceToHost, stream._stream)
-    check_status(status)
+    memcpy_async(dst, src, nbytes, cudaMemcpyDeviceToHost, stream._stream)
 
 
 def memcpy_d2d_async(intptr_t dst, intptr_t src, size_t nbytes, Stream stream not None):
-    cdef cudaError_t status
-    with nogil:
-        status = cudaMemcpyAsync(<void*>dst, <const void*>src, nbytes,
-                                 cudaMemcpyDeviceToDevice, stream._stream)
-    check_status(status)
+    memcpy_async(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream._stream)
 
 
 def stage_h2d(intptr_t dst, PinnedBuffer staging not None, size_t offset,

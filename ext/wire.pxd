@@ -61,6 +61,14 @@ cdef inline void wr_init(WireReader *r, const char *buf, Py_ssize_t n) noexcept 
     r.base = buf
 
 
+cdef inline void wr_chunk(WireReader *r, const char *base, Py_ssize_t offset,
+                          Py_ssize_t n) noexcept nogil:
+    # A reader over the ``n`` bytes at ``base + offset`` of the request at ``base``.
+    r.base = base
+    r.buf = base + offset
+    r.end = r.buf + n
+
+
 cdef inline bint wr_more(const WireReader *r) noexcept nogil:
     return r.buf < r.end
 

@@ -297,9 +297,7 @@ cdef object decode_contents(list chunks, object src, const char *base):
         data[i] = NULL
 
     for k in range(0, len(chunks), 2):
-        r.base = base
-        r.buf = base + <Py_ssize_t>chunks[k]
-        r.end = r.buf + <Py_ssize_t>chunks[k + 1]
+        wr_chunk(&r, base, <Py_ssize_t>chunks[k], <Py_ssize_t>chunks[k + 1])
         while wr_more(&r):
             wr_tag(&r, &field, &wt)
             if 1 <= field <= 5:
@@ -355,9 +353,7 @@ cdef object decode_contents(list chunks, object src, const char *base):
 
     # Fill (the bytes were validated above; the reader still checks bounds).
     for k in range(0, len(chunks), 2):
-        r.base = base
-        r.buf = base + <Py_ssize_t>chunks[k]
-        r.end = r.buf + <Py_ssize_t>chunks[k + 1]
+        wr_chunk(&r, base, <Py_ssize_t>chunks[k], <Py_ssize_t>chunks[k + 1])
         while wr_more(&r):
             wr_tag(&r, &field, &wt)
             if 1 <= field <= 5:

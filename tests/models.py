@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,11 +198,33 @@ def labels_file(model_dir: Path, labels: Sequence[str], filename: str = "labels.
 
 # -- servers, requests and errors -----------------------------------------------------------
 
+# Server flags per frontend that inference suites run against: the default server (sync gRPC,
+# Cython codec when built), the protobuf reference codec, and the asyncio frontend; each must
+# give the same answers.
+INFER_FRONTENDS = {"default": (), "python-codec": ("--infer-codec", "python"),
+                   "aio": ("--grpc-server", "aio")}
+
+
 def start(repo, *flags, **kwargs):
     """A real server on ``repo`` (the caller stops it); see ``conftest.ServerHandle``."""
     from conftest import ServerHandle
 
     return ServerHandle(repo, flags, **kwargs)
+
+
+def serve(repo, *flags, **kwargs):
+    """Body of a ``server`` fixture, ``yield from models.serve(repo, ...)``: the server, stopped at teardown."""
+    handle = start(repo, *flags, **kwargs)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """A tritonclient gRPC client of the test module's ``server`` fixture; import it to use it."""
+    c = server.client()
+    yield c
+    c.close()
 
 
 def error_of(fn, *args, **kwargs) -> tuple[str, str]:

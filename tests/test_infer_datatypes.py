@@ -7,6 +7,7 @@ import tritonclient.grpc as grpcclient
 
 import models
 from models import bytes_raw, error_of, pb_input, pb_request, stub_infer
+from models import client  # noqa: F401  (the module-scoped client fixture)
 
 NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
            "FP16", "FP32", "FP64"]
@@ -25,10 +26,7 @@ def model_name(datatype: str, batched: bool = True) -> str:
     return f"id_{datatype.lower()}" + ("" if batched else "_nb")
 
 
-# The default server (sync gRPC, Cython codec when built), the protobuf reference codec, and
-# the asyncio frontend: each must give the same answers.
-FRONTENDS = {"default": (), "python-codec": ("--infer-codec", "python"),
-             "aio": ("--grpc-server", "aio")}
+FRONTENDS = models.INFER_FRONTENDS
 
 
 @pytest.fixture(scope="module", params=sorted(FRONTENDS))
@@ -40,16 +38,7 @@ def server(request, tmp_path_factory):
     for datatype in ("FP32", "BYTES"):
         models.identity_model(repo, model_name(datatype, False), datatype, max_batch_size=0,
                               dims=[-1, -1])
-    handle = models.start(repo, *FRONTENDS[request.param])
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    c = server.client()
-    yield c
-    c.close()
+    yield from models.serve(repo, *FRONTENDS[request.param])
 
 
 def sample(datatype: str, shape=(2, 6)) -> np.ndarray:

@@ -12,6 +12,7 @@ import tritonclient.grpc as grpcclient
 
 import models
 from models import bytes_raw, error_of, pb_input, pb_request, stub_infer
+from models import client  # noqa: F401  (the module-scoped client fixture)
 
 NOTE = ("NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
         "to be prepended to each input shape. If you want to specify the full shape including "
@@ -20,10 +21,7 @@ NOTE = ("NOTE: Setting a non-zero max_batch_size in the model config requires a 
 INVALID = "INVALID_ARGUMENT"
 
 
-# The default server (sync gRPC, Cython codec when built), the protobuf reference codec, and
-# the asyncio frontend: each must give the same answers.
-FRONTENDS = {"default": (), "python-codec": ("--infer-codec", "python"),
-             "aio": ("--grpc-server", "aio")}
+FRONTENDS = models.INFER_FRONTENDS
 
 
 @pytest.fixture(scope="module", params=sorted(FRONTENDS))
@@ -36,16 +34,7 @@ def server(request, tmp_path_factory):
     models.identity_model(repo, "id_fp16", "FP16", max_batch_size=8, dims=[-1])
     models.identity_model(repo, "id_bool", "BOOL", max_batch_size=8, dims=[-1])
     models.optional_input_model(repo, "optional_in")
-    handle = models.start(repo, *FRONTENDS[request.param])
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    c = server.client()
-    yield c
-    c.close()
+    yield from models.serve(repo, *FRONTENDS[request.param])
 
 
 def tensor(name, array, datatype=None, shape=None):

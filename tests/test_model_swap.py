@@ -121,6 +121,38 @@ class Clients:
         return sum(len(r) for r in self.results)
 
 
+def explicit_server_with_slow_model(tmp_path, start_server, value: int):
+    """A server in explicit mode with model ``slow`` (adds ``value``, slowly) loaded; ``(server, client)``."""
+    repo = tmp_path / "models"
+    repo.mkdir()
+    server = start_server(repo, "--model-control-mode", "explicit")
+    client = server.client()
+    client.load_model("slow", config=override_config(**SLOW_CONFIG),
+                      files={"file:1/model.onnx": slow_infer_onnx(value, matmuls=8)})
+    return server, client
+
+
+def request_in_background(server, model: str):
+    """One add_const request to ``model`` on its own client and thread, started now.
+
+    Returns ``(thread, outcome)``; ``outcome`` gets ``result`` or ``error``, then
+    ``ended`` (``time.monotonic()``), so ``"ended" not in outcome`` while it runs.
+    """
+    outcome = {}
+
+    def run():
+        own = server.client()
+        try:
+            outcome["result"] = add_const(own, model)
+        except Exception as exc:
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_reload_20_times_under_load_fails_no_request(tmp_path, start_server):
     repo = tmp_path / "models"
     models.versioned_model(repo, "swap", [1])  # the repository's version adds 1
@@ -181,28 +213,12 @@ def test_new_version_becomes_latest_under_load_in_poll_mode(tmp_path, start_serv
 
 
 def test_in_flight_request_finishes_on_the_version_it_started_on(tmp_path, start_server):
-    repo = tmp_path / "models"
-    repo.mkdir()
-    server = start_server(repo, "--model-control-mode", "explicit")
-    client = server.client()
-    client.load_model("slow", config=override_config(**SLOW_CONFIG),
-                      files={"file:1/model.onnx": slow_infer_onnx(1, matmuls=8)})
+    server, client = explicit_server_with_slow_model(tmp_path, start_server, 1)
     started = time.monotonic()
     assert add_const(client, "slow") == (1, "1")
     duration = time.monotonic() - started
 
-    outcome = {}
-
-    def slow_request():
-        own = server.client()
-        try:
-            outcome["result"] = add_const(own, "slow")
-        except Exception as exc:
-            outcome["error"] = exc
-        outcome["ended"] = time.monotonic()
-
-    thread = threading.Thread(target=slow_request)
-    thread.start()
+    thread, outcome = request_in_background(server, "slow")
     time.sleep(min(0.2, duration / 4))
     in_flight_at_reload = "ended" not in outcome
     client.load_model("slow", config=override_config(**SLOW_CONFIG),
@@ -221,23 +237,8 @@ def test_in_flight_request_finishes_on_the_version_it_started_on(tmp_path, start
 
 
 def test_unload_returns_at_once_and_lets_requests_finish(tmp_path, start_server):
-    repo = tmp_path / "models"
-    repo.mkdir()
-    server = start_server(repo, "--model-control-mode", "explicit")
-    client = server.client()
-    client.load_model("slow", config=override_config(**SLOW_CONFIG),
-                      files={"file:1/model.onnx": slow_infer_onnx(5, matmuls=8)})
-    outcome = {}
-
-    def slow_request():
-        own = server.client()
-        try:
-            outcome["result"] = add_const(own, "slow")
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=slow_request)
-    thread.start()
+    server, client = explicit_server_with_slow_model(tmp_path, start_server, 5)
+    thread, outcome = request_in_background(server, "slow")
     time.sleep(0.3)
     started = time.monotonic()
     client.unload_model("slow")

@@ -8,6 +8,7 @@ from onnx import TensorProto
 
 import models
 from models import error_of, write_text
+from models import client  # noqa: F401  (the module-scoped client fixture)
 
 TYPE_FP32 = 11
 
@@ -91,16 +92,7 @@ def server(tmp_path_factory):
     write_text(repo / "batch_on_fixed" / "config.pbtxt", models.config_text(
         "batch_on_fixed", 8, [("INPUT0", "TYPE_FP32", [3])], [("OUTPUT0", "TYPE_FP32", [3])]))
 
-    handle = models.start(repo, "--exit-on-error=false")
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    c = server.client()
-    yield c
-    c.close()
+    yield from models.serve(repo, "--exit-on-error=false")
 
 
 def add_input(value=10):

@@ -14,6 +14,7 @@ from tritonclient.grpc import service_pb2
 
 import models
 from models import error_of, pb_input, pb_request, stub_infer
+from models import client  # noqa: F401  (the module-scoped client fixture)
 
 LABELS = ["cat", "dog", "bird", "fish"]  # 4 labels for 5 classes: index 4 has none
 
@@ -40,16 +41,7 @@ def server(request, tmp_path_factory):
     models.labels_file(cls_dir, LABELS)
     models.identity_model(repo, "cls_int32", "INT32", max_batch_size=0, dims=[4])
     env = models.echo_params_model(repo, base / "plugins")
-    handle = models.start(repo, *FRONTENDS[request.param], env=env)
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    c = server.client()
-    yield c
-    c.close()
+    yield from models.serve(repo, *FRONTENDS[request.param], env=env)
 
 
 def simple_inputs(a, b, datatype="INT32"):

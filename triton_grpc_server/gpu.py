@@ -6,7 +6,9 @@ host pool per process. Nothing here touches CUDA at import time.
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Any, Mapping, Optional
+
+import numpy as np
 
 from .errors import Unavailable
 
@@ -59,6 +61,57 @@ def pinned_pool():
             if _pool is None:
                 _pool = cuda_module().PinnedPool()
     return _pool
+
+
+def align(n: int, a: int = 256) -> int:
+    """``n`` rounded up to a multiple of ``a``: tensors sit at such offsets in a pinned buffer."""
+    return (n + a - 1) // a * a
+
+
+def packed_nbytes(sizes) -> int:
+    """Bytes of one pinned buffer holding tensors of ``sizes`` bytes at :func:`align`-ed offsets."""
+    return max(sum(align(n) for n in sizes), 1)
+
+
+def stage_inputs(staging, targets, stream) -> None:
+    """Queue ``(device pointer, contiguous array)`` pairs H2D through ``staging`` on ``stream``.
+
+    Each array passes through ``staging`` (a pinned buffer of at least
+    :func:`packed_nbytes` of the arrays' sizes) at its :func:`align`-ed offset;
+    empty ones are not copied.
+    """
+    offset = 0
+    for dst, a in targets:
+        if a.nbytes:
+            stage_h2d(dst, staging, offset, a.reshape(-1).view(np.uint8), stream)
+        offset += align(a.nbytes)
+
+
+def copy_d2h(pool, sources: Mapping[str, tuple[int, int]], stream, done):
+    """Queue device -> one pinned ``pool`` buffer copies on ``stream``, then record ``done``.
+
+    ``sources`` maps each output name to ``(device pointer, nbytes)``; each
+    lands at an :func:`align`-ed offset, and empty ones are not copied.
+    Returns ``(buffer, offsets)``; the bytes are there once ``done`` has
+    completed, and :func:`host_views` reads them.
+    """
+    cuda = cuda_module()
+    buffer = pool.alloc(packed_nbytes(nbytes for _, nbytes in sources.values()))
+    offsets = {}
+    offset = 0
+    for name, (ptr, nbytes) in sources.items():
+        if nbytes:
+            cuda.memcpy_d2h_async(buffer.ptr + offset, ptr, nbytes, stream)
+        offsets[name] = offset
+        offset += align(nbytes)
+    done.record(stream)
+    return buffer, offsets
+
+
+def host_views(buffer, offsets: Mapping[str, int], layouts: Mapping[str, tuple[Any, int, tuple]]) -> dict:
+    """numpy views of :func:`copy_d2h`'s ``buffer``; ``layouts`` maps name to ``(dtype, count, shape)``."""
+    return {name: np.frombuffer(buffer, dtype=dtype, count=count, offset=offsets[name]).reshape(shape)
+            for name, (dtype, count, shape) in layouts.items()}
 
 
 #: Inputs at least this large are staged by several threads at once.

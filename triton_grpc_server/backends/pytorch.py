@@ -282,10 +282,6 @@ class PyTorchCpuInstance(BackendInstance):
         self.module = None
 
 
-def _align(n: int, a: int = 256) -> int:
-    return (n + a - 1) // a * a
-
-
 class PyTorchGpuInstance(BackendInstance):
     """The module on ``cuda:device``, driven on a stream of the CUDA layer."""
 
@@ -319,33 +315,21 @@ class PyTorchGpuInstance(BackendInstance):
             if name not in backend.input_types:
                 raise InvalidArgument(f"unexpected inference input '{name}' for model '{backend.config.name}'")
             arrays[name] = np.ascontiguousarray(value)
-        staging = self.pool.alloc(max(sum(_align(a.nbytes) for a in arrays.values()), 1))
+        staging = self.pool.alloc(gpu.packed_nbytes(a.nbytes for a in arrays.values()))
         try:
             # StreamContext also makes the stream's device current for torch.
             with torch.inference_mode(), torch.cuda.stream(self.torch_stream):
                 # Inputs: request bytes -> pinned staging -> device tensors, on our stream.
-                tensors = {}
-                offset = 0
-                for name, a in arrays.items():
-                    dtype = backend.torch_dtypes[backend.input_types[name]]
-                    t = torch.empty(a.shape, dtype=dtype, device=self.torch_device)
-                    if a.nbytes:
-                        gpu.stage_h2d(t.data_ptr(), staging, offset, a.reshape(-1).view(np.uint8), self.stream)
-                    offset += _align(a.nbytes)
-                    tensors[name] = t
+                tensors = {name: torch.empty(a.shape, device=self.torch_device,
+                                             dtype=backend.torch_dtypes[backend.input_types[name]])
+                           for name, a in arrays.items()}
+                gpu.stage_inputs(staging, [(tensors[name].data_ptr(), a) for name, a in arrays.items()],
+                                 self.stream)
                 result = self.module(*backend.arguments(tensors))
                 picked = {name: t.contiguous() for name, t in backend.pick_outputs(result, output_names).items()}
                 # Outputs: device -> one pinned buffer, on the same stream.
-                sizes = {name: t.numel() * t.element_size() for name, t in picked.items()}
-                out = self.pool.alloc(max(sum(_align(n) for n in sizes.values()), 1))
-                offsets = {}
-                offset = 0
-                for name, t in picked.items():
-                    if sizes[name]:
-                        cuda.memcpy_d2h_async(out.ptr + offset, t.data_ptr(), sizes[name], self.stream)
-                    offsets[name] = offset
-                    offset += _align(sizes[name])
-                self.done.record(self.stream)
+                sources = {name: (t.data_ptr(), t.numel() * t.element_size()) for name, t in picked.items()}
+                out, offsets = gpu.copy_d2h(self.pool, sources, self.stream, self.done)
         except BaseException:
             # Copies may be in flight: the staging memory must not return to the pool yet.
             self.stream.synchronize()
@@ -353,12 +337,9 @@ class PyTorchGpuInstance(BackendInstance):
         # GIL released while the GPU finishes; this is the scheduler's worker thread.
         self.done.synchronize()
         staging.release()
-        results = {}
-        for name, t in picked.items():
-            dtype = NUMPY_DTYPES[backend.output_types[name]]
-            results[name] = np.frombuffer(out, dtype=dtype, count=t.numel(),
-                                          offset=offsets[name]).reshape(tuple(t.shape))
-        return results
+        return gpu.host_views(out, offsets, {
+            name: (NUMPY_DTYPES[backend.output_types[name]], t.numel(), tuple(t.shape))
+            for name, t in picked.items()})
 
     def close(self) -> None:
         self.module = None

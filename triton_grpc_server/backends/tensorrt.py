@@ -343,10 +343,6 @@ def _nbytes(shape: Sequence[int], datatype: str) -> int:
     return count * NUMPY_DTYPES[datatype].itemsize
 
 
-def _align(n: int, a: int = 256) -> int:
-    return (n + a - 1) // a * a
-
-
 class TensorRTBackend(Backend):
     platforms = ("tensorrt_plan",)
     backend_names = ("tensorrt",)
@@ -526,15 +522,10 @@ class TensorRTInstance(BackendInstance):
                 raise InvalidArgument(f"TensorRT rejected shape {shape_str(shape)} for input '{name}': "
                                       f"{self.logger.take_errors()}")
         # Gather every input into one pinned buffer, one H2D per tensor.
-        total = sum(_align(a.nbytes) for a in arrays.values())
-        staging = self.pool.alloc(max(total, 1))
+        staging = self.pool.alloc(gpu.packed_nbytes(a.nbytes for a in arrays.values()))
         try:
-            offset = 0
-            for name, a in arrays.items():
-                if a.nbytes:
-                    gpu.stage_h2d(self.buffers[name].ptr, staging, offset,
-                                   a.reshape(-1).view(np.uint8), self.stream)
-                offset += _align(a.nbytes)
+            gpu.stage_inputs(staging, [(self.buffers[name].ptr, a) for name, a in arrays.items()],
+                             self.stream)
             self._enqueue(ctx, profile, shapes)
             names = list(output_names) or [t.name for t in self.meta.outputs]
             out_shapes = {}
@@ -545,17 +536,9 @@ class TensorRTInstance(BackendInstance):
                     out_shapes[name] = tuple(int(d) for d in ctx.get_tensor_shape(name))
             dtypes = {name: NUMPY_DTYPES[self.meta.tensor(name).datatype] for name in names}
             sizes = {name: _nbytes(out_shapes[name], self.meta.tensor(name).datatype) for name in names}
-            result_buf = self.pool.alloc(max(sum(_align(n) for n in sizes.values()), 1))
-            offset = 0
-            offsets = {}
-            for name in names:
-                src = (self.allocators[name].buffer.ptr if name in self.allocators
-                       else self.buffers[name].ptr)
-                if sizes[name]:
-                    cuda.memcpy_d2h_async(result_buf.ptr + offset, src, sizes[name], self.stream)
-                offsets[name] = offset
-                offset += _align(sizes[name])
-            self.done.record(self.stream)
+            sources = {name: (self.allocators[name].buffer.ptr if name in self.allocators
+                              else self.buffers[name].ptr, sizes[name]) for name in names}
+            result_buf, offsets = gpu.copy_d2h(self.pool, sources, self.stream, self.done)
         except BaseException:
             # Copies may be in flight: the staging memory must not return to the pool yet.
             self.stream.synchronize()
@@ -564,12 +547,8 @@ class TensorRTInstance(BackendInstance):
         # scheduler's worker thread, never on the event loop.
         self.done.synchronize()
         staging.release()
-        outputs = {}
-        for name in names:
-            count = sizes[name] // dtypes[name].itemsize
-            outputs[name] = np.frombuffer(result_buf, dtype=dtypes[name], count=count,
-                                          offset=offsets[name]).reshape(out_shapes[name])
-        return outputs
+        return gpu.host_views(result_buf, offsets, {
+            name: (dtypes[name], sizes[name] // dtypes[name].itemsize, out_shapes[name]) for name in names})
 
     def _enqueue(self, ctx, profile: int, shapes: Mapping[str, tuple]) -> None:
         if self.use_graphs:
