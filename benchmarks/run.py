@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One-command benchmark: our server against the bare-grpcio ceiling.
 
-    python benchmarks/run.py            # full run (about 10 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 8 minutes on 2 cores)
     python benchmarks/run.py --quick    # 1-2 minutes
 
 Everything runs on 127.0.0.1 free ports and is started here: a temporary model
