@@ -61,9 +61,12 @@ def step():
 
 def test_batches_form_under_concurrency_and_results_are_per_request(tmp_path, start_server):
     one = "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
+    # A short queue delay: without it a tiny model on an idle instance can keep up
+    # with 16 clients on a loaded 2-core box, and nothing ever waits to be batched.
+    batching = "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 20000 }"
     repo = _repo(tmp_path,
-                 ("add", "add", one + "max_batch_size: 8\ndynamic_batching { }"),
-                 ("strings", "strings", one + "max_batch_size: 8\ndynamic_batching { }"),
+                 ("add", "add", one + batching),
+                 ("strings", "strings", one + batching),
                  ("add2", "add", "max_batch_size: 8\ndynamic_batching { }\n"
                                  "instance_group [ { kind: KIND_CPU count: 2 } ]"))
     server = start_server(repo, "--metrics-port", free_port())
