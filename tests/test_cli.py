@@ -138,8 +138,9 @@ def test_model_store_alias_and_explicit_mode(simple_repo, tmp_path):
 # -- shutdown -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig, frontend", [
-    (signal.SIGTERM, "sync"), (signal.SIGINT, "sync"), (signal.SIGTERM, "aio")],
-    ids=["SIGTERM", "SIGINT", "SIGTERM-aio"])
+    (signal.SIGTERM, "sync"), (signal.SIGINT, "sync"), (signal.SIGTERM, "aio"),
+    (signal.SIGINT, "aio")],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-aio", "SIGINT-aio"])
 def test_signal_stops_cleanly_after_in_flight_request(tmp_path, sig, frontend):
     repo = tmp_path / "models"
     repo.mkdir()

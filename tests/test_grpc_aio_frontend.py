@@ -8,7 +8,6 @@ both paths are exercised, with each codec.
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -117,42 +116,8 @@ def test_server_metadata_and_health(start_server, repo):
     aio_client.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_after_in_flight_request(tmp_path, start_server, sig):
-    repo = tmp_path / "models"
-    repo.mkdir()
-    env = models.echo_params_model(repo, tmp_path / "plugins")
-    server = start_server(repo, "--grpc-server", "aio", env=env)
-    time.sleep(0.5)  # signal handlers are installed right after the server answers
-    marker = tmp_path / "in-flight"
-    client = server.client()
-    outcome = {}
-
-    def slow_request():
-        x = tensor("INPUT0", np.array([1.0], dtype=np.float32), "FP32")
-        try:
-            result = client.infer("echo_params", [x],
-                                  parameters={"marker": str(marker), "sleep_ms": 1500})
-            outcome["params"] = result.as_numpy("PARAMS")
-        except Exception as exc:  # asserted below
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=slow_request)
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline, "request never reached the backend"
-            time.sleep(0.02)
-        server.process.send_signal(sig)
-        worker.join(30)
-        code = server.process.wait(30)
-    finally:
-        worker.join(1)
-        client.close()
-    assert "error" not in outcome, outcome.get("error")
-    assert outcome["params"] is not None
-    assert code == 0
+# Signals stopping the aio server after an in-flight request: tests/test_cli.py
+# (test_signal_stops_cleanly_after_in_flight_request, the -aio cases).
 
 
 def _slow_model(tmp_path):
