@@ -109,7 +109,7 @@ class DataPlane:
             model.release()
 
     def _infer(self, request, model, cancelled=None) -> InferResponse:
-        if model.config.model_transaction_policy.decoupled:
+        if model.decoupled:  # read from the config at load
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
         timing = RequestTiming()
         try:
@@ -133,16 +133,20 @@ class DataPlane:
         return select_statistics(self.repository, name, version)
 
     def _response(self, request, model, output_names, results, batch) -> InferResponse:
-        requested = {o.name: o for o in request.outputs}
+        # Only requested outputs carrying parameters can ask for classification.
+        requested = {o.name: o for o in request.outputs if o.parameters}
+        specs = model.output_specs  # name -> (wire datatype, has reshape), from load
         outputs = []
         for name in output_names:
             if name not in results:
                 raise TritonError(f"output '{name}' was not produced by model '{model.name}'")
             array = np.asarray(results[name])
-            config = model.outputs[name]
-            datatype = wire_datatype(config)
-            if config.HasField("reshape"):  # the model's shape -> the configured one
-                shape = ([batch] if batch else []) + _resolve_dims(config.dims, array, batch)
+            datatype, has_reshape = specs[name]
+            if datatype is None:  # no wire type: the lookup raises as it always did
+                datatype = wire_datatype(model.outputs[name])
+            if has_reshape:  # the model's shape -> the configured one
+                shape = ([batch] if batch else []) + _resolve_dims(model.outputs[name].dims,
+                                                                   array, batch)
             else:
                 shape = list(array.shape)
             asked = requested.get(name)
@@ -156,17 +160,19 @@ class DataPlane:
                 outputs.append(OutputTensor(name, "BYTES", list(classes.shape),
                                             serialize_bytes(classes)))
                 continue
-            outputs.append(self._output_tensor(name, datatype, shape, array, model))
+            # Without reshape the shape is the array's own, so its element count matches.
+            outputs.append(self._output_tensor(name, datatype, shape, array, model,
+                                               check_size=has_reshape))
         return InferResponse(model.name, str(model.version), request.id, outputs)
 
     @staticmethod
-    def _output_tensor(name, datatype, shape, array, model) -> OutputTensor:
+    def _output_tensor(name, datatype, shape, array, model, check_size=True) -> OutputTensor:
         if datatype == "BYTES":
             return OutputTensor(name, datatype, shape, serialize_bytes(array))
         dtype = NUMPY_DTYPES[datatype]
         if array.dtype != dtype:
             array = array.astype(dtype)
-        if int(np.prod(shape, dtype=np.int64)) != array.size:
+        if check_size and int(np.prod(shape, dtype=np.int64)) != array.size:
             raise TritonError(
                 f"output '{name}' of model '{model.name}' has {array.size} elements, which does "
                 f"not match its configured shape {shape}")

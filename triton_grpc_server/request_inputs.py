@@ -152,29 +152,47 @@ class RequestValidator:
             if tensor.name in seen:
                 raise self.error(f"input '{tensor.name}' already exists in request")
             seen.add(tensor.name)
-        configured = self.model.config.input
-        required = [t.name for t in configured if not t.optional]
-        if len(seen) > len(configured) or len(seen) < len(required):
+        # Counts and required names precomputed at load (ModelVersion), not per request.
+        configured = self.model.input_count
+        required = self.model.required_inputs
+        if len(seen) > configured or len(seen) < len(required):
             missing = [name for name in required if name not in seen]
-            if len(required) == len(configured):
-                head = f"expected {len(configured)} inputs"
+            if len(required) == configured:
+                head = f"expected {configured} inputs"
             else:
-                head = f"expected number of inputs between {len(required)} and {len(configured)}"
+                head = f"expected number of inputs between {len(required)} and {configured}"
             got = _quoted_list(sorted(seen)) if seen else "[]"
             raise self.error(
                 f"{head} but got {len(seen)} inputs for model '{self.name}'. Got input(s) {got}, "
                 f"but missing required input(s) {_quoted_list(missing)}. Please provide all "
                 f"required input(s).")
+        model_inputs = self.model.inputs
         for tensor in self.request.inputs:
-            if tensor.name not in self.model.inputs:
+            if tensor.name not in model_inputs:
                 raise InvalidArgument(
                     f"unexpected inference input '{tensor.name}' for model '{self.name}'")
 
     def batch_size(self) -> int:
         """The request's batch size (0 for models without a batch dimension)."""
-        max_batch = self.model.config.max_batch_size
+        max_batch = self.model.max_batch_size
         if max_batch == 0:
             return 0
+        # Happy path without sorting: every input has a shape and all agree on the batch
+        # size, so the name-ordered walk below would find no error and that same size.
+        try:
+            firsts = {tensor.shape[0] for tensor in self.request.inputs}
+        except IndexError:  # an input without a shape: the walk reports it
+            firsts = None
+        if firsts is not None and len(firsts) <= 1:
+            batch = firsts.pop() if firsts else 0
+        else:
+            batch = self._walk_batch_size()
+        if batch > max_batch:
+            raise self.error(f"inference request batch-size must be <= {max_batch} for '{self.name}'")
+        return batch
+
+    def _walk_batch_size(self) -> int:
+        """The batch size found in input-name order, raising the first mismatch found so."""
         batch = 0
         for tensor in sorted(self.request.inputs, key=lambda t: t.name):
             if not tensor.shape:
@@ -185,19 +203,21 @@ class RequestValidator:
             elif tensor.shape[0] != batch:
                 raise self.error(f"input '{tensor.name}' batch size does not match other inputs "
                                  f"for '{self.name}'")
-        if batch > max_batch:
-            raise self.error(f"inference request batch-size must be <= {max_batch} for '{self.name}'")
         return batch
 
-    def check_shape(self, tensor, config, batch: int) -> None:
-        if any(d < 0 for d in tensor.shape):
+    def check_shape(self, tensor, config, batch: int, dims=None) -> None:
+        """``dims``: the config's dims as a list (precomputed at load); read from ``config``
+        when not given."""
+        request_shape = tensor.shape
+        if request_shape and min(request_shape) < 0:
             raise self.error(
                 f"All input dimensions should be specified for input '{tensor.name}' for model "
-                f"'{self.name}', got {shape_str(tensor.shape)}")
-        batched = self.model.config.max_batch_size > 0
-        shape = tensor.shape[1:] if batched else tensor.shape
-        dims = list(config.dims)
-        if len(dims) != len(shape) or any(d != -1 and d != s for d, s in zip(dims, shape)):
+                f"'{self.name}', got {shape_str(request_shape)}")
+        batched = self.model.max_batch_size > 0
+        shape = request_shape[1:] if batched else request_shape
+        if dims is None:
+            dims = list(config.dims)
+        if len(dims) != len(shape) or not _dims_match(dims, shape):
             expected = ([-1] if batched else []) + dims
             note = _IMPLICIT_BATCH_NOTE if batched else ""
             raise self.error(
@@ -210,17 +230,21 @@ class RequestValidator:
         self.check_input_names()
         batch = self.batch_size()
         arrays = {}
+        configs = self.model.inputs
+        specs = self.model.input_specs  # name -> (wire datatype, dims, has reshape), from load
         for tensor, source in zip(self.request.inputs, sources):
-            config = self.model.inputs[tensor.name]
-            expected_type = wire_datatype(config)
+            config = configs[tensor.name]
+            expected_type, dims, has_reshape = specs[tensor.name]
+            if expected_type is None:  # no wire type: the lookup raises as it always did
+                expected_type = wire_datatype(config)
             if tensor.datatype != expected_type:
                 given = tensor.datatype if tensor.datatype in NUMPY_DTYPES else "<invalid>"
                 raise self.error(
                     f"inference input '{tensor.name}' data-type is '{given}', but model "
                     f"'{self.name}' expects '{expected_type}'")
-            self.check_shape(tensor, config, batch)
+            self.check_shape(tensor, config, batch, dims)
             array = self._array(tensor, source)
-            if config.HasField("reshape"):
+            if has_reshape:
                 lead = [batch] if batch else []
                 array = array.reshape(lead + _fill_reshape(config, tensor.shape, batch))
             arrays[tensor.name] = array
@@ -292,6 +316,14 @@ class RequestValidator:
                 f"expected {count} string elements for inference input '{tensor.name}' for model "
                 f"'{self.name}', got {checked}")
         return out
+
+
+def _dims_match(dims, shape) -> bool:
+    """Each config dim is -1 or equals the request's dim (the lengths already match)."""
+    for d, s in zip(dims, shape):
+        if d != -1 and d != s:
+            return False
+    return True
 
 
 def _fill_reshape(config, request_shape, batch: int) -> list[int]:

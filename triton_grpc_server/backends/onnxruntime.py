@@ -212,17 +212,24 @@ class OnnxRuntimeInstance(BackendInstance):
         self.session = session
         self.model_name = config.name
         self.string_outputs = {t.name for t in session.get_outputs() if t.type == "tensor(string)"}
+        # The data plane only builds object (BYTES) arrays for BYTES inputs, and the load
+        # checks each configured input's type against the model: without string inputs the
+        # per-request conversion loop below has nothing to do.
+        self.string_inputs = any(t.type == "tensor(string)" for t in session.get_inputs())
         self.bf16_tensors = {t.name for t in list(session.get_inputs()) + list(session.get_outputs())
                              if t.type == "tensor(bfloat16)"}
 
     def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         feeds, latin1 = {}, False
-        for name, array in inputs.items():
-            if array.dtype == object:
-                array, mapped = strings_to_ort(array)
-                latin1 = latin1 or mapped
-            feeds[name] = array
+        if not self.string_inputs:
+            feeds = inputs if type(inputs) is dict else dict(inputs)  # ORT wants a dict
+        else:
+            for name, array in inputs.items():
+                if array.dtype == object:
+                    array, mapped = strings_to_ort(array)
+                    latin1 = latin1 or mapped
+                feeds[name] = array
         try:
             if self.bf16_tensors:
                 results = self._run_with_bf16(feeds, output_names)
@@ -231,8 +238,9 @@ class OnnxRuntimeInstance(BackendInstance):
         except Exception as exc:
             raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
         outputs = dict(zip(output_names, results))
-        for name in self.string_outputs.intersection(outputs):
-            outputs[name] = strings_from_ort(outputs[name], latin1)
+        if self.string_outputs:  # skip the set work for models without string outputs
+            for name in self.string_outputs.intersection(outputs):
+                outputs[name] = strings_from_ort(outputs[name], latin1)
         return outputs
 
     def _run_with_bf16(self, feeds, output_names) -> list:

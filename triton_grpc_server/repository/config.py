@@ -155,8 +155,16 @@ def validate_config(config) -> None:
         log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)
 
 
+# data_type enum value -> wire datatype, so the hot path skips protobuf's enum-name lookup.
+_WIRE_BY_ENUM = {number: CONFIG_TO_WIRE[name] for name, number in mc.DataType.items()
+                 if name in CONFIG_TO_WIRE}
+
+
 def wire_datatype(tensor) -> str:
-    return CONFIG_TO_WIRE[mc.DataType.Name(tensor.data_type)]
+    wire = _WIRE_BY_ENUM.get(tensor.data_type)
+    if wire is None:  # not a wire type: the original lookup raises exactly as before
+        return CONFIG_TO_WIRE[mc.DataType.Name(tensor.data_type)]
+    return wire
 
 
 def labels_for(config, model_dir: Path) -> dict[str, list[str]]:

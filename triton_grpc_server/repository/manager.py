@@ -60,6 +60,15 @@ def parse_version(text: str) -> int:
     return number
 
 
+def _wire_or_none(tensor) -> Optional[str]:
+    """The tensor's wire datatype; None for a type with none (such a config never becomes
+    READY, and the request path then repeats the lookup so any error stays the same)."""
+    try:
+        return cfg.wire_datatype(tensor)
+    except (KeyError, ValueError):
+        return None
+
+
 class ModelVersion:
     """One loaded version of a model: its config, backend, instances and scheduler."""
 
@@ -75,6 +84,17 @@ class ModelVersion:
         self.stats = ModelStats()
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
+        # Per-request facts about the config, read once here as plain Python values:
+        # protobuf field access and enum-name lookups cost microseconds on every request.
+        self.max_batch_size = config.max_batch_size
+        self.decoupled = config.model_transaction_policy.decoupled
+        self.input_count = len(config.input)
+        self.required_inputs = [t.name for t in config.input if not t.optional]
+        # name -> (wire datatype or None, dims list, has reshape)
+        self.input_specs = {t.name: (_wire_or_none(t), list(t.dims), t.HasField("reshape"))
+                            for t in config.input}
+        self.output_specs = {t.name: (_wire_or_none(t), t.HasField("reshape"))
+                             for t in config.output}
         self.labels: dict[str, list[str]] = {}
         # In-flight requests (acquire/release): a retired version closes when idle.
         self._inflight = 0
