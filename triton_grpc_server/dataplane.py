@@ -142,8 +142,6 @@ class DataPlane:
                 raise TritonError(f"output '{name}' was not produced by model '{model.name}'")
             array = np.asarray(results[name])
             datatype, has_reshape = specs[name]
-            if datatype is None:  # no wire type: the lookup raises as it always did
-                datatype = wire_datatype(model.outputs[name])
             if has_reshape:  # the model's shape -> the configured one
                 shape = ([batch] if batch else []) + _resolve_dims(model.outputs[name].dims,
                                                                    array, batch)

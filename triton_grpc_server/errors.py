@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import enum
 
+import grpc
+
 
 class Status(enum.Enum):
     """TRITONSERVER_Error codes (core ``tritonserver.h``)."""
@@ -60,28 +62,21 @@ class InternalError(TritonError):
     status = Status.INTERNAL
 
 
-def grpc_code(status: Status):
-    """The gRPC code for a status; UNSUPPORTED maps to UNIMPLEMENTED as in Triton."""
-    import grpc
+# One table from status to gRPC code; UNSUPPORTED is UNIMPLEMENTED, as in Triton.
+GRPC_CODES = {
+    Status.UNKNOWN: grpc.StatusCode.UNKNOWN,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Status.CANCELLED: grpc.StatusCode.CANCELLED,
+}
 
-    return _GRPC_CODES[status] if _GRPC_CODES else _build_grpc_table(grpc)[status]
 
-
-_GRPC_CODES: dict = {}
-
-
-def _build_grpc_table(grpc) -> dict:
-    _GRPC_CODES.update({
-        Status.UNKNOWN: grpc.StatusCode.UNKNOWN,
-        Status.INTERNAL: grpc.StatusCode.INTERNAL,
-        Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-        Status.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
-        Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-        Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
-        Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-        Status.CANCELLED: grpc.StatusCode.CANCELLED,
-    })
-    return _GRPC_CODES
+def grpc_code(status: Status) -> grpc.StatusCode:
+    return GRPC_CODES[status]
 
 
 def http_status(status: Status) -> int:

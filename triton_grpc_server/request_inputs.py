@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidArgument
-from .repository.config import wire_datatype
 from .tensors import NUMPY_DTYPES, element_count, shape_str
 
 # Request parameters Triton consumes itself; they are not passed to the backend.
@@ -235,8 +234,6 @@ class RequestValidator:
         for tensor, source in zip(self.request.inputs, sources):
             config = configs[tensor.name]
             expected_type, dims, has_reshape = specs[tensor.name]
-            if expected_type is None:  # no wire type: the lookup raises as it always did
-                expected_type = wire_datatype(config)
             if tensor.datatype != expected_type:
                 given = tensor.datatype if tensor.datatype in NUMPY_DTYPES else "<invalid>"
                 raise self.error(

@@ -39,25 +39,6 @@ WIRE_TO_CONFIG: dict[str, str] = {v: k for k, v in CONFIG_TO_WIRE.items()}
 _NUMPY_TO_WIRE = {np.dtype(dt): name for name, dt in NUMPY_DTYPES.items()
                   if name not in ("BF16", "BYTES")}
 
-# wire datatype -> the InferTensorContents field that carries it
-CONTENTS_FIELD: dict[str, str] = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
-
-
-def element_size(datatype: str) -> int:
-    """Bytes per element, or 0 for BYTES (variable length)."""
-    if datatype == "BYTES":
-        return 0
-    return NUMPY_DTYPES[datatype].itemsize
-
-
 def wire_datatype_of(dtype) -> str:
     """The wire datatype for a numpy dtype (object/str/bytes arrays are BYTES)."""
     dtype = np.dtype(dtype)

@@ -19,9 +19,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 
 class Backend(abc.ABC):
-    #: Triton ``platform`` names and ``backend`` names this class serves.
-    platforms: tuple[str, ...] = ()
-    backend_names: tuple[str, ...] = ()
     #: ``default_model_filename`` when the config sets none.
     default_model_filename: str = ""
 

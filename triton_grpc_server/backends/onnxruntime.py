@@ -150,8 +150,6 @@ def validate_against_model(config, model_tensors, kind: str) -> None:
 
 
 class OnnxRuntimeBackend(Backend):
-    platforms = ("onnxruntime_onnx",)
-    backend_names = ("onnxruntime",)
     default_model_filename = "model.onnx"
 
     @classmethod

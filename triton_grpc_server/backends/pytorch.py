@@ -107,8 +107,6 @@ def _is_export_archive(path: Path) -> bool:
 
 
 class PyTorchBackend(Backend):
-    platforms = ("pytorch_libtorch",)
-    backend_names = ("pytorch",)
     default_model_filename = "model.pt"
 
     @classmethod

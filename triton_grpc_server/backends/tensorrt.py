@@ -344,8 +344,6 @@ def _nbytes(shape: Sequence[int], datatype: str) -> int:
 
 
 class TensorRTBackend(Backend):
-    platforms = ("tensorrt_plan",)
-    backend_names = ("tensorrt",)
     default_model_filename = "model.plan"
 
     @classmethod

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._proto import model_config_pb2 as mc
-
 
 def model_names(repository: Path) -> list[str]:
     """Every sub-directory is a model (hidden ones excepted)."""
@@ -30,9 +28,3 @@ def select_versions(policy, versions: list[int]) -> list[int]:
         return [v for v in versions if v in wanted]
     count = policy.latest.num_versions if which == "latest" else 1
     return versions[-max(count, 1):] if versions else []
-
-
-def default_policy():
-    policy = mc.ModelVersionPolicy()
-    policy.latest.num_versions = 1
-    return policy

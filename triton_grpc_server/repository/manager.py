@@ -60,15 +60,6 @@ def parse_version(text: str) -> int:
     return number
 
 
-def _wire_or_none(tensor) -> Optional[str]:
-    """The tensor's wire datatype; None for a type with none (such a config never becomes
-    READY, and the request path then repeats the lookup so any error stays the same)."""
-    try:
-        return cfg.wire_datatype(tensor)
-    except (KeyError, ValueError):
-        return None
-
-
 class ModelVersion:
     """One loaded version of a model: its config, backend, instances and scheduler."""
 
@@ -84,17 +75,6 @@ class ModelVersion:
         self.stats = ModelStats()
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
-        # Per-request facts about the config, read once here as plain Python values:
-        # protobuf field access and enum-name lookups cost microseconds on every request.
-        self.max_batch_size = config.max_batch_size
-        self.decoupled = config.model_transaction_policy.decoupled
-        self.input_count = len(config.input)
-        self.required_inputs = [t.name for t in config.input if not t.optional]
-        # name -> (wire datatype or None, dims list, has reshape)
-        self.input_specs = {t.name: (_wire_or_none(t), list(t.dims), t.HasField("reshape"))
-                            for t in config.input}
-        self.output_specs = {t.name: (_wire_or_none(t), t.HasField("reshape"))
-                             for t in config.output}
         self.labels: dict[str, list[str]] = {}
         # In-flight requests (acquire/release): a retired version closes when idle.
         self._inflight = 0
@@ -124,7 +104,24 @@ class ModelVersion:
                 instance.close()
             raise
         self.scheduler = create_scheduler(self.config, instances, self.stats)
+        self._read_request_facts()
         self.state = READY
+
+    def _read_request_facts(self) -> None:
+        """What every request checks, read once as plain Python values: protobuf field
+        access and enum-name lookups cost microseconds per request. Done at load, when
+        the config has been validated, so every tensor has a wire datatype."""
+        config = self.config
+        self.max_batch_size = config.max_batch_size
+        self.decoupled = config.model_transaction_policy.decoupled
+        self.input_count = len(config.input)
+        self.required_inputs = [t.name for t in config.input if not t.optional]
+        # name -> (wire datatype, dims list, has reshape)
+        self.input_specs = {t.name: (cfg.wire_datatype(t), list(t.dims), t.HasField("reshape"))
+                            for t in config.input}
+        # name -> (wire datatype, has reshape)
+        self.output_specs = {t.name: (cfg.wire_datatype(t), t.HasField("reshape"))
+                             for t in config.output}
 
     def acquire(self) -> bool:
         """Count a request in; False once the version is no longer READY."""
