@@ -108,6 +108,16 @@ class DataPlane:
         finally:
             model.release()
 
+    async def infer_async(self, request) -> InferResponse:
+        """Unary inference for event-loop frontends (HTTP, grpc.aio).
+
+        Until the scheduler answers through senders this runs :meth:`infer` in the
+        loop's default executor; callers only rely on the awaitable.
+        """
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.infer, request)
+
     def _infer(self, request, model, cancelled=None) -> InferResponse:
         if model.decoupled:  # read from the config at load
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")

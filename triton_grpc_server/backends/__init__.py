@@ -30,6 +30,11 @@ FILE_HINTS: dict[str, str] = {
 }
 
 
+def register_backend(name: str, target: str) -> None:
+    """Make ``backend: "<name>"`` load ``target`` ("module:Class"); tests add their own backends."""
+    BACKENDS[name] = target
+
+
 def backend_name_for(platform: str, backend: str) -> str:
     if backend:
         if backend not in BACKENDS:
