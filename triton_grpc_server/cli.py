@@ -6,7 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from ._version import TRITON_COMPAT_VERSION, __version__
-from .settings import GRPC_MAX_MESSAGE_BYTES, Settings
+from .settings import GRPC_MAX_MESSAGE_BYTES, HTTP_MAX_INPUT_SIZE, Settings
 
 
 def _bool(text: str) -> bool:
@@ -39,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest gRPC message in bytes (default {GRPC_MAX_MESSAGE_BYTES})")
     p.add_argument("--infer-codec", choices=["auto", "cython", "python"],
                    help="ModelInfer wire codec (default auto: Cython when built)")
-    p.add_argument("--http-port", type=int, help="reserved: HTTP/REST frontend (not served yet)")
+    p.add_argument("--http-port", type=int, help="HTTP/REST port (default 8000)")
+    p.add_argument("--http-address", help="address the HTTP frontend binds (default 0.0.0.0)")
+    p.add_argument("--http-thread-count", type=int,
+                   help="threads for the HTTP frontend's blocking calls (default 8)")
+    p.add_argument("--http-max-input-size", type=int, metavar="BYTES",
+                   help=f"largest HTTP request body in bytes (default {HTTP_MAX_INPUT_SIZE})")
+    p.add_argument("--http-restricted-api", action="append", metavar="API[,API...]:KEY=VALUE",
+                   help="restrict REST APIs to requests carrying a header (repeatable)")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
     p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")

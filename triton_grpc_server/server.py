@@ -93,12 +93,24 @@ def run(settings: Settings) -> int:
         return 1
     server.start()
     log.info("Started GRPCInferenceService at %s", address)
+    http = None
+    if settings.allow_http:
+        try:
+            http = _ThreadedFrontend("triton_grpc_server.frontends.http", dataplane, settings)
+        except Exception as exc:
+            print(f"error: failed to start HTTP service on "
+                  f"{settings.http_address}:{settings.http_port}: {exc}", file=sys.stderr)
+            server.stop(grace=0).wait()
+            repository.close()
+            return 1
     metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
     control.start()  # the repository poller, in poll mode
 
     stopping.wait()
     log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
     dataplane.accepting = False
+    if http is not None:
+        http.stop(settings.exit_timeout_secs)
     server.stop(grace=settings.exit_timeout_secs).wait()
     if metrics is not None:
         metrics.stop()
@@ -106,3 +118,35 @@ def run(settings: Settings) -> int:
     repository.close()
     log.info("stopped")
     return 0
+
+
+class _ThreadedFrontend:
+    """An event-loop frontend (``start(dataplane, settings)``) on its own loop in a thread.
+
+    Temporary: once this module runs one asyncio loop for every frontend, the
+    frontend is started on that loop from the list of enabled frontends instead.
+    """
+
+    def __init__(self, module: str, dataplane, settings):
+        import asyncio
+        import importlib
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="http-loop",
+                                        daemon=True)
+        self._thread.start()
+        start = importlib.import_module(module).start
+        try:
+            self._frontend = asyncio.run_coroutine_threadsafe(
+                start(dataplane, settings), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            raise
+
+    def stop(self, grace: float) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._frontend.stop(grace), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
