@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "parameters", "statistics"]
+              "model_configuration", "binary_tensor_data", "parameters", "statistics"]
 
 
 class TensorMetadata:
