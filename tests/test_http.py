@@ -623,3 +623,35 @@ def test_load_body_base64_decoded(tmp_path):
             assert len(c.get_model_config("copy")["input"]) == 2  # auto-completed from the file
     finally:
         server.stop()
+
+
+def test_restricted_api_in_process(tmp_path):
+    """--http-restricted-api rules (the shared ``restrictions`` module) give Triton's 403."""
+    restrictions = pytest.importorskip("triton_grpc_server.restrictions")
+    from triton_grpc_server.frontends.http_app import TritonHttpApp
+    from triton_grpc_server.settings import Settings
+
+    class Plane:  # only the health route runs
+        def server_live(self):
+            return True
+
+    rules = restrictions.Restrictions.for_http(["health,metadata:admin-key=secret"])
+    app = TritonHttpApp(Plane(), Settings(), restrictions=rules)
+
+    def call(path, headers=()):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+        scope = {"type": "http", "method": "GET", "path": path, "headers": list(headers)}
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    status, body = call("/v2/health/live")
+    assert status == 403
+    assert json.loads(body) == {"error": "This API is restricted, expecting header 'admin-key'"}
+    assert call("/v2/health/live", [(b"admin-key", b"secret")])[0] == 200
+    assert call("/v2/health/live", [(b"admin-key", b"wrong")])[0] == 403

@@ -45,8 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for the HTTP frontend's blocking calls (default 8)")
     p.add_argument("--http-max-input-size", type=int, metavar="BYTES",
                    help=f"largest HTTP request body in bytes (default {HTTP_MAX_INPUT_SIZE})")
-    p.add_argument("--http-restricted-api", action="append", metavar="API[,API...]:KEY=VALUE",
-                   help="restrict REST APIs to requests carrying a header (repeatable)")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
     p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")

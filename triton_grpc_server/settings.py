@@ -44,8 +44,6 @@ class Settings(BaseSettings):
     inference goes through the data plane's own path."""
     http_max_input_size: int = HTTP_MAX_INPUT_SIZE
     """Largest HTTP request body (and decompressed body) in bytes."""
-    http_restricted_api: list[str] = Field(default_factory=list)
-    """Triton's ``<api>[,<api>...]:<header>=<value>`` rules, one per flag."""
     metrics_port: int = 8002
     allow_metrics: bool = True
     allow_grpc: bool = True

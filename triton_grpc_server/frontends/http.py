@@ -86,10 +86,11 @@ async def start(dataplane, settings) -> HttpFrontend:
 
 
 def _restrictions(settings):
-    """The --http-restricted-api rules (transport-free module), or None when none are set."""
+    """The ``--http-restricted-api`` rules, parsed by the transport-free ``restrictions``
+    module that gRPC shares; None when there are none."""
     rules = getattr(settings, "http_restricted_api", None)
     if not rules:
         return None
-    from .. import restrictions  # the shared parser of Triton's restricted-API syntax
+    from ..restrictions import Restrictions
 
-    return restrictions.for_protocol("http", rules)
+    return Restrictions.for_http(rules) or None

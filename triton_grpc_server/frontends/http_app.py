@@ -82,8 +82,8 @@ class TritonHttpApp:
         self.dataplane = dataplane
         self.max_input_size = settings.http_max_input_size
         self.executor = executor
-        # Optional ``restrictions.check(category, headers) -> Optional[str header]``: the
-        # transport-free --http-restricted-api rules; None serves every API to everyone.
+        # ``restrictions.Restrictions`` (--http-restricted-api): ``refusal(group, headers)``
+        # names the header a request lacks; None serves every API to everyone.
         self.restrictions = restrictions
 
     async def __call__(self, scope, receive, send):
@@ -119,7 +119,7 @@ class TritonHttpApp:
     def _restricted(self, category: str, request: HttpRequest) -> Optional[Response]:
         if self.restrictions is None:
             return None
-        header = self.restrictions.check(category, request.headers)
+        header = self.restrictions.refusal(category, request.headers)
         if header is None:
             return None
         return error_response(403, f"This API is restricted, expecting header '{header}'")
