@@ -23,6 +23,11 @@
 # repository of exactly 8 models.  Set MODEL_CONTROL_URL to run it against a
 # different (explicit-mode) server, or SKIP_MODEL_CONTROL=1 to leave it out.
 #
+# HTTP/REST: set HTTP_URL (e.g. localhost:8000) to also run the HTTP examples
+# (simple_http_{health_metadata,infer,async_infer,aio_infer,string_infer}_client.py,
+# image_client.py -i http plain and -a); set HTTP_MODEL_CONTROL_URL to an
+# explicit-mode server of exactly 7 models to run simple_http_model_control.py.
+#
 # Environment:
 #   PYTHON       interpreter with tritonclient[grpc] and Pillow (default: python);
 #                image_client.py also needs tritonclient[http] importable
@@ -178,6 +183,21 @@ else
     xfail "expected 'Invalid file path' for oversized file path; got 'StatusCode\.INVALID_ARGUMENT'" \
         "all steps before the long-path load passed; that step checks e.status() ('StatusCode.INVALID_ARGUMENT') for the message text, which no server can satisfy"
     run model_control  "PASS: model control"   simple_grpc_model_control.py -u "$MODEL_CONTROL_URL"
+fi
+
+if [[ -n ${HTTP_URL:-} ]]; then
+    run http_health_metadata "" simple_http_health_metadata.py -u "$HTTP_URL"
+    run http_infer          ""             simple_http_infer_client.py -u "$HTTP_URL"
+    run http_async_infer    ""             simple_http_async_infer_client.py -u "$HTTP_URL"
+    run http_aio_infer      "PASS: infer"  simple_http_aio_infer_client.py -u "$HTTP_URL"
+    run http_string_infer   "PASS: string" simple_http_string_infer_client.py -u "$HTTP_URL"
+    if [[ $HAVE_PIL -eq 1 ]]; then
+        run http_image_client       "PASS" image_client.py -i http -u "$HTTP_URL" -m densenet_onnx -c 5 -s INCEPTION "$MUG"
+        run http_image_client_async "PASS" image_client.py -i http -u "$HTTP_URL" -a -m densenet_onnx -c 5 -s INCEPTION "$IMAGE_DIR"
+    fi
+    if [[ -n ${HTTP_MODEL_CONTROL_URL:-} ]]; then
+        run http_model_control "PASS: model control" simple_http_model_control.py -u "$HTTP_MODEL_CONTROL_URL"
+    fi
 fi
 
 # --------------------------------------------------------------------- table
