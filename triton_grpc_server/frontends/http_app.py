@@ -292,7 +292,7 @@ class TritonHttpApp:
                               "supported by this server yet")
         infer_request, plan = http_codec.decode_request(model, version, body, header_length,
                                                         self.max_input_size)
-        result = await self.dataplane.infer_async(infer_request)
+        result = await self._infer_while_connected(request, infer_request)
         header, buffers = http_codec.encode_response(result, plan)
         extra = []
         if buffers:
@@ -307,6 +307,26 @@ class TritonHttpApp:
                                                   isinstance(p, bytes) else p for p in parts))]
             extra.append((b"content-encoding", encoding.encode()))
         return Response(200, parts, content_type, extra)
+
+    async def _infer_while_connected(self, request: HttpRequest, infer_request):
+        """Await the data plane; a client that disconnects meanwhile cancels the request
+        (``infer_async`` turns the cancelled await into ``request.cancel()``)."""
+        task = asyncio.current_task()
+        watch = asyncio.ensure_future(request.receive())  # answers only when the client goes
+
+        def on_message(done) -> None:
+            if not done.cancelled() and done.exception() is None \
+                    and done.result().get("type") == "http.disconnect":
+                task.cancel()
+        watch.add_done_callback(on_message)
+        try:
+            return await self.dataplane.infer_async(infer_request)
+        except asyncio.CancelledError:
+            if watch.done() and not watch.cancelled():
+                raise ClientGone() from None
+            raise
+        finally:
+            watch.cancel()
 
     def _decompress(self, encoding: Optional[str], body: bytes) -> bytes:
         if encoding is None or encoding in ("", "identity"):

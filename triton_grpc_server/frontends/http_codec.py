@@ -19,10 +19,7 @@ import orjson
 from ..errors import InternalError, InvalidArgument, Unsupported
 from ..tensors import NUMPY_DTYPES, shape_str
 
-try:  # the one request type (Cython); the pure-Python twin when the extension isn't built
-    from .._ext.wire import InferInput, InferRequest, RequestedOutput
-except ImportError:  # pragma: no cover - exercised only without a compiled extension
-    from ..inference import InferInput, InferRequest, RequestedOutput
+from .._ext.wire import InferInput, InferRequest, RequestedOutput  # the one request type
 
 INT64_MAX = 2**63 - 1
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
