@@ -103,7 +103,7 @@ class ModelVersion:
             for instance in instances:
                 instance.close()
             raise
-        self.scheduler = create_scheduler(self.config, instances, self.stats)
+        self.scheduler = create_scheduler(self.config, instances, self.stats, context)
         self._read_request_facts()
         self.state = READY
 
@@ -209,7 +209,10 @@ class ModelRepository:
         return model_names(self.root)
 
     def load_all(self) -> None:
-        for name in self.scan():
+        from ..scheduler.ensemble import is_ensemble_dir
+
+        # Ensembles after the models their steps use, as Triton orders dependencies.
+        for name in sorted(self.scan(), key=lambda n: is_ensemble_dir(self.root / n)):
             self.load(name)
 
     def load(self, name: str, config_override: Optional[str] = None,
@@ -263,6 +266,7 @@ class ModelRepository:
                                       f"policy of model '{name}'")
             entry.config = config
             context = BackendContext(name, self.settings)
+            context.model_dir, context.repository = model_dir, self  # sequence state, ensembles
             for version in selected:
                 model_version = ModelVersion(name, version, config, model_dir)
                 entry.versions[version] = model_version
