@@ -206,13 +206,13 @@ class ModelRepository:
 
     # -- lifecycle -------------------------------------------------------
     def scan(self) -> list[str]:
-        return model_names(self.root)
-
-    def load_all(self) -> None:
         from ..scheduler.ensemble import is_ensemble_dir
 
-        # Ensembles after the models their steps use, as Triton orders dependencies.
-        for name in sorted(self.scan(), key=lambda n: is_ensemble_dir(self.root / n)):
+        # Ensembles last, after the models their steps use (Triton loads dependencies first).
+        return sorted(model_names(self.root), key=lambda n: is_ensemble_dir(self.root / n))
+
+    def load_all(self) -> None:
+        for name in self.scan():
             self.load(name)
 
     def load(self, name: str, config_override: Optional[str] = None,

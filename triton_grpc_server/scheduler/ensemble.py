@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -234,7 +234,10 @@ class _Tensor:
         if isinstance(data, np.ndarray):
             if data.dtype == object:
                 return serialize_bytes(data)
-            return data if data.flags.c_contiguous else np.ascontiguousarray(data)
+            if not data.flags.c_contiguous:
+                data = np.ascontiguousarray(data)
+            # a raw buffer, not an array: the data plane reads arrays as typed contents
+            return memoryview(data)
         return data
 
     def array(self) -> np.ndarray:
@@ -361,9 +364,9 @@ class _EnsembleRun:
                 "not set while no more ensemble steps can be made")
             work.respond_error(error)
             return
-        end = _now()
+        # Triton reports an ensemble's compute time as its steps' (summed here end to end)
         timing.compute_infer_ns = self.step_ns
-        scheduler.stats.executed(work.batch, 0, end - self.start_ns, 0)
+        scheduler.stats.executed(work.batch, 0, self.step_ns, 0)
         work.respond({n: t.array() for n, t in self.latest.items()})
 
 
