@@ -428,3 +428,29 @@ def test_close_finishes_queued_work_and_closes_instances():
     assert (a.result(), b.result()) == (2, 2) and instance.closed
     with pytest.raises(Exception, match="unloading|stopping"):
         send(batcher, 2, 1, start=True).result()
+
+
+class RequestLevelInstance:
+    """A backend that answers requests itself (as the Python backend does)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def execute(self, requests):
+        for request in requests:
+            inputs = request.inputs
+            self.seen.append(sorted(inputs))
+            total = inputs["INPUT"] + inputs["STATE_IN"] * (1 - inputs["START"])
+            request.respond({"OUTPUT": total, "STATE_OUT": total})
+
+    def close(self):
+        pass
+
+
+def test_request_level_backend_gets_controls_and_state(batchers):
+    instance = RequestLevelInstance()
+    batcher, _ = batchers(make_config(state=STATE, controls=("START", "READY")), [instance])
+    a = send(batcher, 1, 5, start=True)
+    assert a.result() == 5 and set(a.outputs) == {"OUTPUT"}   # state stays in the server
+    assert send(batcher, 1, 6).result() == 11
+    assert instance.seen[0] == ["INPUT", "READY", "START", "STATE_IN"]
