@@ -194,3 +194,27 @@ def test_config_reports_the_sequence_batcher(client):
     assert [c.name for c in batching.control_input] == ["START", "END", "READY", "CORRID"]
     idle = client.get_model_config("simple_sequence").config.sequence_batching
     assert idle.max_sequence_idle_microseconds == 1_000_000
+
+
+def test_uint64_id_above_int64(server):
+    """tritonclient sends ids as int64_param; Triton also takes uint64_param up to 2**64-1."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    big = 2**64 - 2
+
+    def message(value, start, end):
+        request = service_pb2.ModelInferRequest(model_name="simple_dyna_sequence")
+        request.inputs.add(name="INPUT", datatype="INT32", shape=[1, 1])
+        request.raw_input_contents.append(np.int32(value).tobytes())
+        request.parameters["sequence_id"].uint64_param = big
+        request.parameters["sequence_start"].bool_param = start
+        request.parameters["sequence_end"].bool_param = end
+        return request.SerializeToString()
+
+    with grpc.insecure_channel(server.url) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        answers = [service_pb2.ModelInferResponse.FromString(call(message(v, i == 0, i == 1)))
+                   for i, v in enumerate([4, 5])]
+    values = [int(np.frombuffer(a.raw_output_contents[0], np.int32)[0]) for a in answers]
+    assert values == [5, 5 - 2]   # END adds CORRID cast to INT32: 2**64-2 -> -2
