@@ -592,9 +592,9 @@ class SequenceBatcher:
             return self._idle_check_ns
         next_check = 0
         for sequence in list(self._all_sequences()):
-            if sequence.pending or sequence.busy:
-                continue
-            expires = sequence.last_ns + idle_ns
+            # a sequence with work is not idle; it cannot expire before now + idle
+            expires = now + idle_ns if sequence.pending or sequence.busy \
+                else sequence.last_ns + idle_ns
             if expires <= now:
                 log.info("sequence %s of model '%s' idle for more than %d us: released",
                          sequence.corrid, self.name, idle_ns // 1000)
@@ -629,7 +629,6 @@ class SequenceBatcher:
                     sequence.last_ns = now
                     if item.end:  # later requests with this id belong to a new sequence
                         self._release(sequence)
-                self._idle_check_ns = 0
                 self._cond.notify()
 
     def _batch_inputs(self, rows: list, items: list) -> tuple[dict, list]:
