@@ -156,6 +156,10 @@ def validate_config(config) -> None:
         from ..scheduler.sequence_batcher import validate_sequence_config
 
         validate_sequence_config(config)
+    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        from ..scheduler.ensemble import plan_ensemble
+
+        plan_ensemble(config)
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         # Triton ignores the batcher for non-batching models with a warning.
         log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)
