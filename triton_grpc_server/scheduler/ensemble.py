@@ -273,9 +273,20 @@ class _EnsembleRun:
         self.sent = False
         self.step_ns = 0
         self.start_ns = _now()
+        self.step_requests: list = []
+
+    def cancel(self) -> None:
+        """The client went away: cancel the step requests in flight (queued ones leave)."""
+        with self.lock:
+            launched = list(self.step_requests)
+        for step_request in launched:
+            step_request.cancel()
 
     def begin(self) -> None:
         plan = self.scheduler.plan
+        watch = getattr(self.work.request, "add_cancel_callback", None)
+        if watch is not None:
+            watch(self.cancel)
         datatypes = self.scheduler.input_types
         for name, array in self.work.inputs.items():
             self.tensors[name] = _Tensor(datatypes[name], array.shape, array)
@@ -302,6 +313,10 @@ class _EnsembleRun:
             parameters=dict(request.parameters or {}), inputs=inputs,
             outputs=[RequestedOutput(name) for name in step.outputs], raw_input_contents=raw)
         step_request.sender = sender
+        with self.lock:
+            self.step_requests.append(step_request)
+        if getattr(request, "cancelled", False):
+            step_request.cancel()
         dataplane = scheduler.dataplane()
         if dataplane is None:
             sender.send_error(Unavailable(f"ensemble '{scheduler.name}' has no data plane"))
