@@ -13,6 +13,7 @@ BACKENDS: dict[str, object] = {
     "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
+    "ensemble": "triton_grpc_server.scheduler.ensemble:EnsembleBackend",
 }
 
 # Triton platform name -> backend name
@@ -20,6 +21,7 @@ PLATFORMS: dict[str, str] = {
     "onnxruntime_onnx": "onnxruntime",
     "tensorrt_plan": "tensorrt",
     "pytorch_libtorch": "pytorch",
+    "ensemble": "ensemble",
 }
 
 # model file name -> backend name, used when config.pbtxt names neither
