@@ -120,6 +120,30 @@ def test_gpu_image_installs_the_tensorrt_runtime_wheel():
     assert "tensorrt" not in cpu_extras[0] and "pytorch" not in cpu_extras[0]
 
 
+def test_healthcheck_command_against_a_running_server(tmp_path):
+    """The HEALTHCHECK's own command, run as Docker would, against a real server."""
+    import importlib.util
+
+    from conftest import ServerHandle, free_port
+    from models import simple_model
+
+    if importlib.util.find_spec("triton_grpc_server.frontends.http") is None:
+        pytest.skip("no HTTP frontend in this tree yet")
+    (health,) = instructions("cpu", "HEALTHCHECK")
+    command = json.loads(health.split(" CMD ", 1)[1])
+    simple_model(tmp_path)
+    http_port = free_port()
+    server = ServerHandle(tmp_path, ["--http-port", str(http_port), "--allow-metrics", "false"])
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "TGS_HTTP_PORT": str(http_port)}
+    try:
+        ok = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        server.stop()
+    down = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0  # nothing listening: unhealthy
+
+
 def _docker_excluded(path: str, patterns: list[str]) -> bool:
     """Docker's rule, closely enough: a path is out if it or a parent folder matches."""
     parts = path.split("/")
