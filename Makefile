@@ -39,6 +39,11 @@ test-fast: models
 bench: setup
 	$(PY) benchmarks/run.py
 
+# Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer.
+.PHONY: wheel-smoke
+wheel-smoke: models
+	bash scripts/wheel_smoke.sh
+
 gpu-check:
 	bash scripts/gpu_check.sh
 
