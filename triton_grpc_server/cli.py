@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")
     p.add_argument("--allow-http", type=_bool, metavar="BOOL")
+    p.add_argument("--allow-client-shm", type=_bool, metavar="BOOL",
+                   help="let clients register system/CUDA shared memory (default false)")
     p.add_argument("--strict-model-config", type=_bool, metavar="BOOL",
                    help="true: do not auto-complete model configurations")
     p.add_argument("--disable-auto-complete-config", dest="strict_model_config",

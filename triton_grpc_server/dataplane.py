@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _version
+from .buffers import resolve_buffers
 from .classification import classify
 from .errors import InvalidArgument, TritonError, Unsupported
 from .inference import InferResponse, OutputTensor
@@ -19,6 +20,7 @@ from .repository import ModelRepository
 from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
+from .shared_memory import SharedMemoryManager
 from .stats import RequestTiming, select_statistics
 from .tensors import NUMPY_DTYPES, serialize_bytes
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "parameters", "statistics"]
+              "model_configuration", "system_shared_memory", "parameters", "statistics"]
 
 
 class TensorMetadata:
@@ -53,6 +55,8 @@ class DataPlane:
         self.control = control if control is not None else ModelControl(repository, settings)
         self.live = True
         self.accepting = True
+        self.shared_memory = SharedMemoryManager(
+            allow_client_shm=getattr(settings, "allow_client_shm", False))
 
     # -- health and metadata --------------------------------------------
     def server_live(self) -> bool:
@@ -65,7 +69,10 @@ class DataPlane:
         return self.repository.all_ready() if strict else True
 
     def server_metadata(self) -> tuple[str, str, list[str]]:
-        return "triton", _version.TRITON_COMPAT_VERSION, list(EXTENSIONS)
+        extensions = list(EXTENSIONS)
+        if self.shared_memory.cuda_available():  # only where a region could be opened
+            extensions.insert(extensions.index("system_shared_memory") + 1, "cuda_shared_memory")
+        return "triton", _version.TRITON_COMPAT_VERSION, extensions
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)
@@ -104,7 +111,13 @@ class DataPlane:
         # Counted in flight: a reload or unload closes this version only after it returns.
         model = self.repository.acquire(request.model_name, request.model_version)
         try:
-            return self._infer(request, model, cancelled)
+            # Shared-memory inputs and outputs; their regions are held until this returns.
+            buffers = resolve_buffers(self.shared_memory, request)
+            try:
+                return self._infer(request, model, cancelled, buffers)
+            finally:
+                if buffers is not None:
+                    buffers.release()
         finally:
             model.release()
 
@@ -118,13 +131,13 @@ class DataPlane:
 
         return await asyncio.get_running_loop().run_in_executor(None, self.infer, request)
 
-    def _infer(self, request, model, cancelled=None) -> InferResponse:
+    def _infer(self, request, model, cancelled=None, buffers=None) -> InferResponse:
         if model.decoupled:  # read from the config at load
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
         timing = RequestTiming()
         try:
             parameters = backend_parameters(request)
-            validator = RequestValidator(request, model)
+            validator = RequestValidator(request, model, buffers)
             output_names = validator.requested_outputs()
             inputs, batch = validator.arrays()
             results = model.scheduler.execute(
@@ -132,6 +145,8 @@ class DataPlane:
                 priority=request.parameters.get("priority", 0),
                 timeout_us=request.parameters.get("timeout", 0), cancelled=cancelled)
             response = self._response(request, model, output_names, results, batch)
+            if buffers is not None:
+                buffers.place_outputs(response)
         except Exception:
             model.stats.failed(timing)
             raise

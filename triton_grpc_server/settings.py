@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     allow_grpc: bool = True
     allow_http: bool = False
 
+    allow_client_shm: bool = False
+    """Let clients register system and CUDA shared memory (Triton's default since 2.69: off)."""
+
     strict_model_config: bool = False
     """True disables auto-completion of model configurations from model files."""
     exit_on_error: bool = True

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._proto import grpc_service_pb2 as pb
 from ..errors import TritonError, Unsupported, grpc_code
+from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,33 @@ class GRPCInferenceServicer:
         rows = self.dataplane.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
 
+    # -- shared memory: the manager does the work (shared_memory.py) --------
+    def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, SYSTEM)
+        return pb.SystemSharedMemoryStatusResponse(regions={r.name: _system_region(r) for r in regions})
+
+    def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_system(request.name, request.key, request.offset,
+                                                     request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, SYSTEM)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def CudaSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, CUDA)
+        return pb.CudaSharedMemoryStatusResponse(regions={r.name: _cuda_region(r) for r in regions})
+
+    def CudaSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_cuda(request.name, request.raw_handle,
+                                                   request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    def CudaSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, CUDA)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     def ModelInfer(self, data: bytes, context) -> bytes:
         request = self.codec.decode_request(data)
         return self.codec.encode_response(self.dataplane.infer(request, _cancelled(context)))
@@ -121,6 +149,16 @@ def _cancelled(context) -> Callable[[], bool]:
         remaining = context.time_remaining()
         return remaining is not None and remaining < -0.05
     return cancelled
+
+
+def _system_region(region) -> pb.SystemSharedMemoryStatusResponse.RegionStatus:
+    return pb.SystemSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size)
+
+
+def _cuda_region(region) -> pb.CudaSharedMemoryStatusResponse.RegionStatus:
+    return pb.CudaSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, device_id=region.device_id, byte_size=region.byte_size)
 
 
 def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
