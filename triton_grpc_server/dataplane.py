@@ -21,6 +21,7 @@ from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
 from .shared_memory import SharedMemoryManager
+from .trace import TraceManager
 from .stats import RequestTiming, select_statistics
 from .tensors import NUMPY_DTYPES, serialize_bytes
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "system_shared_memory", "parameters", "statistics"]
+              "model_configuration", "system_shared_memory", "parameters", "statistics", "trace"]
 
 
 class TensorMetadata:
@@ -57,6 +58,7 @@ class DataPlane:
         self.accepting = True
         self.shared_memory = SharedMemoryManager(
             allow_client_shm=getattr(settings, "allow_client_shm", False))
+        self.trace = TraceManager.from_settings(settings)
 
     # -- health and metadata --------------------------------------------
     def server_live(self) -> bool:
@@ -105,6 +107,12 @@ class DataPlane:
     def unload_model(self, name: str, parameters: dict) -> None:
         self.control.unload(name, parameters)
 
+    def trace_setting(self, model_name: str, values: dict) -> dict:
+        """TraceSetting: update with ``values`` ({key: [str]}; empty: just read), return all."""
+        if model_name and not self.repository.is_ready(model_name, ""):
+            raise InvalidArgument(f"Request for unknown model : {model_name}")
+        return self.trace.update(model_name, values)
+
     # -- inference ------------------------------------------------------
     def infer(self, request, cancelled: Optional[Callable[[], bool]] = None) -> InferResponse:
         """``cancelled``: true once the client has gone (deadline passed, RPC cancelled)."""
@@ -135,21 +143,32 @@ class DataPlane:
         if model.decoupled:  # read from the config at load
             raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
         timing = RequestTiming()
+        # Sampled requests only (trace_rate); one attribute read when tracing is off.
+        trace = self.trace.start(model.name, model.version, request.id) if self.trace.active else None
         try:
             parameters = backend_parameters(request)
             validator = RequestValidator(request, model, buffers)
             output_names = validator.requested_outputs()
             inputs, batch = validator.arrays()
+            if trace is not None and trace.tensors_wanted:
+                for name, array in inputs.items():
+                    trace.tensor("TENSOR_QUEUE_INPUT", name, array)
             results = model.scheduler.execute(
                 inputs, output_names, parameters, batch=batch, timing=timing,
                 priority=request.parameters.get("priority", 0),
                 timeout_us=request.parameters.get("timeout", 0), cancelled=cancelled)
             response = self._response(request, model, output_names, results, batch)
+            if trace is not None and trace.tensors_wanted:
+                for name in output_names:
+                    trace.tensor("TENSOR_BACKEND_OUTPUT", name, results[name])
             if buffers is not None:
                 buffers.place_outputs(response)
         except Exception:
             model.stats.failed(timing)
             raise
+        finally:
+            if trace is not None:
+                trace.finish(timing)
         model.stats.succeeded(timing)
         return response
 

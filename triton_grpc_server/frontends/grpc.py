@@ -131,6 +131,12 @@ class GRPCInferenceServicer:
         self.dataplane.shared_memory.unregister(request.name, CUDA)
         return pb.CudaSharedMemoryUnregisterResponse()
 
+    def TraceSetting(self, request, context):
+        values = {key: list(setting.value) for key, setting in request.settings.items()}
+        settings = self.dataplane.trace_setting(request.model_name, values)
+        return pb.TraceSettingResponse(settings={
+            key: pb.TraceSettingResponse.SettingValue(value=value) for key, value in settings.items()})
+
     def ModelInfer(self, data: bytes, context) -> bytes:
         request = self.codec.decode_request(data)
         return self.codec.encode_response(self.dataplane.infer(request, _cancelled(context)))
