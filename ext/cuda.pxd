@@ -105,6 +105,7 @@ cdef extern from "cuda_runtime_api.h" nogil:
         char reserved[64]
     cudaError_t cudaIpcOpenMemHandle(void** ptr, cudaIpcMemHandle_t handle, unsigned int flags)
     cudaError_t cudaIpcCloseMemHandle(void* ptr)
+    cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* ptr)
     cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind)
     cudaError_t cudaHostRegister(void* ptr, size_t size, unsigned int flags)
     cudaError_t cudaHostUnregister(void* ptr)

@@ -798,6 +798,13 @@ def ipc_open_mem_handle(bytes raw_handle not None, int device):
     return <intptr_t>ptr
 
 
+def ipc_get_mem_handle(intptr_t ptr):
+    """``cudaIpcGetMemHandle``: the 64-byte handle another process opens ``ptr`` with."""
+    cdef cudaIpcMemHandle_t handle
+    check_status(cudaIpcGetMemHandle(&handle, <void*>ptr))
+    return PyBytes_FromStringAndSize(handle.reserved, sizeof(handle.reserved))
+
+
 def ipc_close_mem_handle(intptr_t ptr):
     """``cudaIpcCloseMemHandle`` on a pointer from :func:`ipc_open_mem_handle`."""
     check_status(cudaIpcCloseMemHandle(<void*>ptr))
