@@ -60,6 +60,11 @@ class DataPlane:
             allow_client_shm=getattr(settings, "allow_client_shm", False))
         self.trace = TraceManager.from_settings(settings)
 
+    def close(self) -> None:
+        """At shutdown: write the traces still buffered, unmap client regions."""
+        self.trace.close()
+        self.shared_memory.close()
+
     # -- health and metadata --------------------------------------------
     def server_live(self) -> bool:
         return self.live
