@@ -36,7 +36,7 @@ def server(request, tmp_path_factory):
     models.identity_model(repo, "id_fp32", "FP32", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "id_bytes", "BYTES", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "cls_fp32", "FP32", max_batch_size=0, dims=[4])
-    yield from models.serve(repo, "--allow-client-shm", "true",
+    yield from models.serve(repo, "--allow-client-shm", "true", "--allow-metrics", "false",
                             *models.INFER_FRONTENDS[request.param])
 
 
@@ -333,7 +333,7 @@ def test_shared_memory_output_with_classification_is_refused(client, regions):
 def test_client_shared_memory_is_off_by_default(tmp_path):
     repo = tmp_path / "models"
     models.simple_model(repo, "simple")
-    server = models.start(repo)
+    server = models.start(repo, "--allow-metrics", "false")
     handle = shm.create_shared_memory_region("off", "/tgs_off_" + uuid.uuid4().hex[:8], 8)
     try:
         c = server.client()

@@ -41,7 +41,7 @@ def repo(tmp_path):
 
 def test_defaults_and_updates(repo, tmp_path, start_server):
     trace_file = tmp_path / "trace.json"
-    server = start_server(repo, "--trace-config", f"triton,file={trace_file}")
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config", f"triton,file={trace_file}")
     c = server.client()
     assert "trace" in c.get_server_metadata().extensions
     assert settings_of(c) == {"trace_level": ["OFF"], "trace_rate": ["1000"],
@@ -78,14 +78,14 @@ def test_defaults_and_updates(repo, tmp_path, start_server):
      "Unable to parse 'log_frequency', value is out of range [ 0, 4294967295 ], got: 99999999999"),
 ])
 def test_update_errors(repo, tmp_path, start_server, settings, code, message):
-    server = start_server(repo, "--trace-config", f"triton,file={tmp_path / 't.json'}")
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config", f"triton,file={tmp_path / 't.json'}")
     c = server.client()
     assert error_of(c.update_trace_settings, settings=settings) == (code, message)
     c.close()
 
 
 def test_unknown_model_and_missing_file(repo, start_server):
-    server = start_server(repo)
+    server = start_server(repo, "--allow-metrics", "false")
     c = server.client()
     assert error_of(c.get_trace_settings, model_name="nope") == (
         "INVALID_ARGUMENT", "Request for unknown model : nope")
@@ -97,7 +97,7 @@ def test_unknown_model_and_missing_file(repo, start_server):
 
 def test_trace_file_of_sampled_requests(repo, tmp_path, start_server):
     trace_file = tmp_path / "trace.json"
-    server = start_server(repo, "--trace-config", f"triton,file={trace_file}",
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config", f"triton,file={trace_file}",
                           "--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=2",
                           "--trace-config", "count=2")
     c = server.client()
@@ -117,7 +117,7 @@ def test_trace_file_of_sampled_requests(repo, tmp_path, start_server):
 
 def test_tensors_level_and_log_frequency(repo, tmp_path, start_server):
     trace_file = tmp_path / "trace.json"
-    server = start_server(repo, "--trace-config", f"triton,file={trace_file}",
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config", f"triton,file={trace_file}",
                           "--trace-config", "triton,log-frequency=2",
                           "--trace-config", "level=TENSORS", "--trace-config", "rate=1")
     c = server.client()
