@@ -25,7 +25,7 @@ models: setup
 	$(PY) examples/make_models.py examples/models
 
 serve: models
-	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT)
+	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) --allow-client-shm true
 
 test: models
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

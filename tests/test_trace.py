@@ -152,3 +152,28 @@ def test_bad_trace_config_flag_exits(repo, option):
                           timeout=60)
     assert proc.returncode == 2
     assert "--trace-config" in proc.stderr
+
+
+def test_opentelemetry_mode_exports_spans(repo, start_server):
+    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
+    try:  # without the OTLP exporter the spans go to the server's stdout, read here
+        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        pytest.skip("the OTLP exporter is installed: spans would go to a collector")
+    except ImportError:
+        pass
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config", "mode=opentelemetry",
+                          "--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1",
+                          "--trace-config", "opentelemetry,resource=test.key=abc")
+    c = server.client()
+    settings = settings_of(c)
+    assert settings["trace_mode"] == ["opentelemetry"]
+    assert "trace_file" not in settings and "log_frequency" not in settings
+    assert settings["resource"] == ["test.key=abc"]
+    infer_simple(c, 2)
+    c.close()
+    assert server.stop() == 0
+    log = server.log()
+    assert log.count('"name": "simple"') == 2
+    for name in TIMESTAMP_NAMES:
+        assert f'"name": "{name}"' in log
+    assert '"test.key": "abc"' in log

@@ -392,16 +392,20 @@ class TraceManager:
     def close(self) -> None:
         for setting in {id(s): s for s in [self._global, *self._models.values()]}.values():
             setting.close()
+        _shutdown_open_telemetry()
 
 
 _tracer = None
+_provider = None
+_otel_lock = threading.Lock()
 
 
 def _export_span(trace: Trace) -> None:
     """One OpenTelemetry span per request with Triton's timestamps as events."""
     global _tracer
-    if _tracer is None:
-        _tracer = _open_telemetry_tracer(trace.setting.config.get(OPENTELEMETRY, {}))
+    with _otel_lock:
+        if _tracer is None:
+            _tracer = _open_telemetry_tracer(trace.setting.config.get(OPENTELEMETRY, {}))
     stamps = dict(trace.stamps)
     start = stamps.get("REQUEST_START", trace.stamps[0][1])
     # The SDK wants wall-clock ns; the stamps are monotonic.
@@ -436,5 +440,19 @@ def _open_telemetry_tracer(options: dict):
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         exporter = ConsoleSpanExporter()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    batching = {key: int(options[name]) for name, key in (
+        ("bsp_max_queue_size", "max_queue_size"), ("bsp_schedule_delay", "schedule_delay_millis"),
+        ("bsp_max_export_batch_size", "max_export_batch_size")) if name in options}
+    provider.add_span_processor(BatchSpanProcessor(exporter, **batching))
+    global _provider
+    _provider = provider
     return provider.get_tracer("triton_grpc_server")
+
+
+def _shutdown_open_telemetry() -> None:
+    """Flush the spans still batched (server shutdown)."""
+    global _provider, _tracer
+    with _otel_lock:
+        provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
