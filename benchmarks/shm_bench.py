@@ -115,8 +115,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--server", choices=["sync", "aio"], default="sync",
-                        help="our server's serving loop")
+    parser.add_argument("--server", choices=["default"], default="default",
+                        help="our server (one serving loop: grpc.aio)")
     args = parser.parse_args()
     use_h2load = loadgen.have_h2load()
     c = args.concurrency
@@ -146,8 +146,6 @@ def main() -> int:
         ours = ["-m", "triton_grpc_server", "--model-repository", "{repo}",
                 "--grpc-address", "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false",
                 "--allow-client-shm", "true"]
-        if args.server == "aio":
-            ours += ["--grpc-server", "aio"]
         specs = [run.ServerSpec(f"ceiling-{m}", [str(HERE / "ceiling.py"), "--mode", m,
                                                  "--port", "{port}", "--response",
                                                  f"{MODEL}={{tmp}}/{MODEL}.response",

@@ -168,6 +168,41 @@ class RequestBuffers:
         for region in held:
             self.manager.release(region)
 
+    def wrap(self, sender) -> "BufferedSender":
+        """A sender that places outputs before passing responses on, and releases at the end."""
+        return BufferedSender(self, sender)
+
+
+class BufferedSender:
+    """Wraps a request's ``ResponseSender``: each response's region outputs are written
+    (on the answering worker thread, not the event loop) before it is sent on; the
+    final answer, response or error, releases the request's regions."""
+
+    __slots__ = ("buffers", "sender")
+
+    def __init__(self, buffers: RequestBuffers, sender):
+        self.buffers, self.sender = buffers, sender
+
+    def send(self, response, *, final: bool) -> None:
+        try:
+            if response is not None:
+                self.buffers.place_outputs(response)
+        except Exception as exc:  # e.g. an output region too small for its output
+            self.buffers.release()
+            self.sender.send_error(exc, final=True)
+            return
+        if final:
+            self.buffers.release()
+        self.sender.send(response, final=final)
+
+    def send_error(self, error: BaseException, *, final: bool = True) -> None:
+        if final:
+            self.buffers.release()
+        self.sender.send_error(error, final=final)
+
+    def __getattr__(self, name):  # ``streaming`` and whatever else the transport's sender has
+        return getattr(self.sender, name)
+
 
 def resolve_buffers(manager: Optional[SharedMemoryManager], request) -> Optional[RequestBuffers]:
     """The request's shared-memory buffers, or None when no tensor carries parameters.

@@ -221,7 +221,7 @@ class Trace:
     """One sampled request: its id, setting and timestamps."""
 
     __slots__ = ("id", "setting", "model_name", "model_version", "request_id", "stamps",
-                 "tensors")
+                 "tensors", "finished")
 
     def __init__(self, trace_id: int, setting: TraceSetting, model_name: str,
                  model_version: int, request_id: str):
@@ -230,6 +230,25 @@ class Trace:
             model_name, model_version, request_id)
         self.stamps: list[tuple[str, int]] = []
         self.tensors: list[str] = []
+        self.finished = False
+
+    def wrap(self, sender, timing) -> "TracedSender":
+        """A sender that records output tensors (level TENSORS) and ends the trace with
+        the final answer."""
+        return TracedSender(self, sender, timing)
+
+    def record_inputs(self, inputs) -> None:
+        if self.tensors_wanted:
+            for name, array in inputs.items():
+                self.tensor("TENSOR_QUEUE_INPUT", name, array)
+
+    def record_outputs(self, response) -> None:
+        if self.tensors_wanted and response is not None:
+            for output in response.outputs:
+                data = output.data
+                if output.datatype == "BYTES":
+                    data = _split_bytes(data)
+                self.tensor("TENSOR_BACKEND_OUTPUT", output.name, data)
 
     @property
     def tensors_wanted(self) -> bool:
@@ -254,7 +273,10 @@ class Trace:
                 "dtype": datatype}}, separators=(",", ":")))
 
     def finish(self, timing=None) -> None:
-        """Record the timestamps the request's timing implies and write the trace."""
+        """Record the timestamps the request's timing implies and write the trace (once)."""
+        if self.finished:
+            return
+        self.finished = True
         now = time.monotonic_ns()
         if timing is not None:
             start = timing.start_ns
@@ -280,6 +302,43 @@ class Trace:
                                separators=(",", ":")) for n, ns in self.stamps]
         records += self.tensors
         self.setting.write(records)
+
+
+class TracedSender:
+    """Wraps a traced request's ``ResponseSender`` (see :meth:`Trace.wrap`)."""
+
+    __slots__ = ("trace", "sender", "timing")
+
+    def __init__(self, trace: Trace, sender, timing):
+        self.trace, self.sender, self.timing = trace, sender, timing
+
+    def send(self, response, *, final: bool) -> None:
+        self.trace.record_outputs(response)
+        if final:
+            self.trace.finish(self.timing)
+        self.sender.send(response, final=final)
+
+    def send_error(self, error: BaseException, *, final: bool = True) -> None:
+        if final:
+            self.trace.finish(self.timing)
+        self.sender.send_error(error, final=final)
+
+    def __getattr__(self, name):
+        return getattr(self.sender, name)
+
+
+def _split_bytes(data) -> list:
+    """Triton's BYTES layout (uint32 LE length + bytes per element) -> the elements."""
+    view, items, offset = memoryview(data).cast("B"), [], 0
+    while offset + 4 <= len(view):
+        length = int.from_bytes(view[offset:offset + 4], "little")
+        items.append(view[offset + 4:offset + 4 + length].tobytes())
+        offset += 4 + length
+    import numpy as np
+
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 class TraceManager:
