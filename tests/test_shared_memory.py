@@ -193,8 +193,11 @@ def test_infer_inputs_and_outputs_in_shared_memory(client, regions, offset):
     got1 = shm.get_contents_as_numpy(handles[3], np.int32, [1, 16], offset=offset)
     np.testing.assert_array_equal(got0, a + b)
     np.testing.assert_array_equal(got1, a - b)
-    # the regions stay registered after inference
+    # the regions stay registered after inference, and the request let go of them:
+    # an unregister now is immediate, not deferred
     assert len(client.get_system_shared_memory_status().regions) == 4
+    client.unregister_system_shared_memory()
+    assert len(client.get_system_shared_memory_status().regions) == 0
 
 
 def test_infer_mixed_raw_and_shared_memory(client, regions):
@@ -276,6 +279,8 @@ def test_output_region_too_small(client, regions):
     assert code == "INTERNAL"
     assert message == ("shared memory size specified with the request for output 'OUTPUT0' "
                        "(32 bytes) should be at least 64 bytes to hold the results")
+    client.unregister_system_shared_memory()  # a failed request releases its regions too
+    assert len(client.get_system_shared_memory_status().regions) == 0
 
 
 def test_shared_memory_parameter_errors(client, regions):
