@@ -28,7 +28,7 @@ models: setup
 
 serve: models
 	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
-		--http-port $(HTTP_PORT) $(SERVE_ARGS)
+		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
 test: models
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
