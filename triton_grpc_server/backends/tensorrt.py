@@ -41,7 +41,7 @@ import numpy as np
 from .. import gpu
 from ..errors import InternalError, InvalidArgument, Unavailable, Unsupported
 from ..tensors import CONFIG_TO_WIRE, NUMPY_DTYPES, WIRE_TO_CONFIG, shape_str
-from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext
 
 log = logging.getLogger("triton_grpc_server.backends.tensorrt")
 
