@@ -23,7 +23,7 @@ import numpy as np
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, TritonError, Unavailable
 from ..tensors import shape_str
-from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext
 
 # ONNX Runtime type strings -> config data types
 ORT_TYPES = {
