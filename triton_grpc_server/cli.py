@@ -29,12 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-address", "--host", dest="grpc_address", help="address to bind (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001)")
     p.add_argument("--grpc-infer-thread-count", type=int,
-                   help="threads serving RPCs (default 16)")
-    p.add_argument("--grpc-server", choices=["sync", "aio"],
-                   help="serving loop: grpc.server + thread pool, or grpc.aio (default sync)")
-    p.add_argument("--grpc-aio-inline-bytes", type=int, metavar="BYTES",
-                   help="aio: run ModelInfer requests up to this size on the event loop "
-                        "instead of the thread pool (default 0: none; fast unbatched models only)")
+                   help="threads serving control RPCs such as model loads (default 16)")
+    p.add_argument("--grpc-server", choices=["aio"],
+                   help="serving loop (grpc.aio, the only one; kept for launch lines that name it)")
     p.add_argument("--grpc-max-message-size", dest="grpc_max_message_bytes", type=int,
                    help=f"largest gRPC message in bytes (default {GRPC_MAX_MESSAGE_BYTES})")
     p.add_argument("--infer-codec", choices=["auto", "cython", "python"],
