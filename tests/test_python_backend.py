@@ -21,6 +21,7 @@ from triton_grpc_server.errors import TritonError
 from triton_grpc_server.repository.config import complete_config, read_config
 from triton_grpc_server.repository.layout import available_versions
 from triton_grpc_server.repository.manager import model_files
+from triton_grpc_server.stats import ModelStats, RequestTiming
 
 
 class FakeRequest:
@@ -48,6 +49,8 @@ class FakeWork:
         self.output_names = list(output_names)
         self.parameters = parameters or {}
         self.batch = 0
+        self.timing = RequestTiming()
+        self.stats = ModelStats()
         self.answers = []
         self.executed = False
         self.finished = False

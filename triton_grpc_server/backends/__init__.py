@@ -28,6 +28,7 @@ FILE_HINTS: dict[str, str] = {
     "model.onnx": "onnxruntime",
     "model.plan": "tensorrt",
     "model.pt": "pytorch",
+    "model.py": "python",
 }
 
 

@@ -151,3 +151,12 @@ def _labels(labels: dict) -> str:
 
 
 REGISTRY = CustomMetricRegistry()
+
+
+def _expose() -> None:
+    from ... import metrics
+
+    metrics.register_text_source(REGISTRY.render)
+
+
+_expose()
