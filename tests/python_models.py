@@ -74,7 +74,8 @@ class TritonPythonModel:
 '''
 
 # Fails according to its input: 1 raises in execute, 2 answers with an error
-# response, 3 kills its own process in the middle of the request, 4 hangs.
+# response, 3 kills its own process in the middle of the request, 4 hangs,
+# 5 takes a second. Otherwise (and after 5) OUT is the process id.
 FAULTY = '''
 import os
 import time
@@ -97,6 +98,8 @@ class TritonPythonModel:
                 os._exit(3)
             if mode == 4:
                 time.sleep(3600)
+            if mode == 5:
+                time.sleep(1)
             responses.append(pb_utils.InferenceResponse(
                 [pb_utils.Tensor("OUT", np.array([os.getpid()], np.int64))]))
         return responses
@@ -226,6 +229,21 @@ class TritonPythonModel:
                 [pb_utils.Tensor("SUM", np.array([total], np.int32)),
                  pb_utils.Tensor("COUNT", np.array([count], np.int32))]))
         return responses
+'''
+
+
+# OUT of each request: how many requests the execute call that ran it had.
+BATCH_COUNT = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        n = len(requests)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+                    "OUT", np.full(pb_utils.get_input_tensor_by_name(r, "IN").as_numpy().shape, n, np.int32))])
+                for r in requests]
 '''
 
 

@@ -256,7 +256,7 @@ def test_custom_metrics_and_logger(tmp_path, loaded, caplog):
 
 
 def test_model_config_autocomplete_checks():
-    from triton_grpc_server.backends.python_backend import pb_utils
+    from triton_grpc_server.pb_stub import pb_utils
 
     config = pb_utils.ModelConfig(json.dumps({"name": "m", "max_batch_size": 8,
                                               "input": [{"name": "A", "data_type": "TYPE_FP32",
@@ -273,7 +273,7 @@ def test_model_config_autocomplete_checks():
 
 
 def test_transport_blocks_are_freed_and_merged():
-    from triton_grpc_server.backends.python_backend.transport import SharedPool
+    from triton_grpc_server.pb_stub.transport import SharedPool
 
     pool = SharedPool("test", segment_bytes=1 << 16)
     blocks = [pool.alloc(1000) for _ in range(10)]

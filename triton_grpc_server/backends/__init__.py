@@ -13,7 +13,7 @@ BACKENDS: dict[str, object] = {
     "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
-    "python": "triton_grpc_server.backends.python_backend:PythonBackend",
+    "python": "triton_grpc_server.backends.python_backend.backend:PythonBackend",
 }
 
 # Triton platform name -> backend name

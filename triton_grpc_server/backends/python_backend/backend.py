@@ -17,11 +17,11 @@ from pathlib import Path
 
 from ..._proto import model_config_pb2 as mc
 from ...errors import TritonError, Unsupported
+from ...pb_stub.channel import Channel, socket_pair
+from ...pb_stub.transport import Transport
 from ..base import Backend
-from .channel import Channel, socket_pair
 from .config_json import config_from_json, config_to_dict, config_to_json
 from .instance import PythonInstance, how_it_ended, stub_command
-from .transport import Transport
 
 log = logging.getLogger("triton_grpc_server.backends.python")
 

@@ -25,8 +25,8 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from ...errors import Status, TritonError, Unavailable
-from .channel import Channel, ReadRole, socket_pair
-from .transport import Transport
+from ...pb_stub.channel import Channel, ReadRole, socket_pair
+from ...pb_stub.transport import Transport
 
 log = logging.getLogger("triton_grpc_server.backends.python")
 model_log = logging.getLogger("triton_grpc_server.python_model")
@@ -39,7 +39,7 @@ _now = time.monotonic_ns
 
 
 def stub_command(fd: int) -> list[str]:
-    return [sys.executable, "-m", "triton_grpc_server.backends.python_backend.stub", str(fd)]
+    return [sys.executable, "-m", "triton_grpc_server.pb_stub.stub", str(fd)]
 
 
 def how_it_ended(returncode: Optional[int]) -> str:

@@ -1,6 +1,6 @@
 """The instance process: runs one ``model.py`` for one model instance.
 
-Started by the server as ``python -m triton_grpc_server.backends.python_backend.stub FD``
+Started by the server as ``python -m triton_grpc_server.pb_stub.stub FD``
 with one end of a socket pair. A reader thread takes messages off the socket;
 the main thread runs ``initialize``, each ``execute`` and ``finalize`` in
 order, so the model sees Triton's one-batch-at-a-time contract. BLS calls,
@@ -9,7 +9,6 @@ The process exits when the server closes the socket (or dies).
 """
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import inspect
 import itertools
@@ -26,9 +25,13 @@ from .channel import Channel, ReadRole
 from .transport import Transport
 
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
 def error_text(exc: BaseException) -> str:
     """An exception as Triton's stub prints it: type, message and the model's frames."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_HERE)]
     text = f"{type(exc).__name__}: {exc}"
     if frames:
         text += "\n\nAt:\n" + "".join(f"  {f.filename}({f.lineno}): {f.name}\n" for f in frames[::-1])
@@ -204,6 +207,8 @@ class Runtime:
         try:
             result = self.model.execute(requests)
             if inspect.iscoroutine(result):
+                import asyncio
+
                 if decoupled:  # Triton does not wait for a decoupled coroutine
                     self._submit(result, requests)
                     result = None
@@ -232,6 +237,8 @@ class Runtime:
         return ("done", exec_id, answers, None)
 
     def _event_loop(self):
+        import asyncio
+
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
             self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True,
@@ -240,6 +247,8 @@ class Runtime:
         return self.loop
 
     def _submit(self, coroutine, requests) -> None:
+        import asyncio
+
         future = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
         keys = [(r._key, r._sender) for r in requests]
 
