@@ -83,7 +83,6 @@ def test_instance_group_is_refused():
 # -- zero copy between steps (in-process, a fake data plane) -----------------------------
 
 def test_step_outputs_reach_the_next_step_without_a_copy():
-    pytest.importorskip("triton_grpc_server.senders", reason="needs the asynchronous request path")
     from triton_grpc_server.scheduler.ensemble import EnsembleScheduler
 
     seen = []
@@ -191,7 +190,6 @@ def _ensemble(repo, name, steps, inputs=("X",), outputs=("Y",), extra=""):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    pytest.importorskip("triton_grpc_server.senders", reason="needs the asynchronous request path")
     from conftest import ServerHandle
 
     repo = tmp_path_factory.mktemp("ensemble_repo")

@@ -14,13 +14,11 @@ from functools import partial
 import numpy as np
 import pytest
 
-pytest.importorskip("triton_grpc_server.senders", reason="needs the asynchronous request path")
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-import tritonclient.grpc as grpcclient  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from conftest import ServerHandle  # noqa: E402
-from models import _examples  # noqa: E402
+from conftest import ServerHandle
+from models import _examples
 
 IDLE_US = 200_000
 
