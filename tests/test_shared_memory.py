@@ -36,6 +36,7 @@ def server(request, tmp_path_factory):
     models.identity_model(repo, "id_fp32", "FP32", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "id_bytes", "BYTES", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "cls_fp32", "FP32", max_batch_size=0, dims=[4])
+    models.simple_model(repo, "simple_static", max_batch_size=0)  # fixed shapes: io_binding
     yield from models.serve(repo, "--allow-client-shm", "true", "--allow-metrics", "false",
                             *models.INFER_FRONTENDS[request.param])
 
@@ -238,6 +239,54 @@ def test_infer_bytes_and_fp32_through_shared_memory(client, regions):
     out.set_shared_memory(oname, 4000)
     client.infer("id_fp32", [tensor], outputs=[out])
     np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [1000]), data)
+
+
+def test_fixed_shape_outputs_written_straight_into_regions(client, regions):
+    """simple_static's outputs have fixed shapes, so ONNX Runtime writes OUTPUT0 into its
+    region itself (io_binding) while OUTPUT1 goes over the wire; INPUT1 is raw."""
+    a = np.arange(16, dtype=np.int32)
+    b = np.full(16, 5, dtype=np.int32)
+    (i0, k0, h0), (o0, ko, ho) = regions(64), regions(128)
+    client.register_system_shared_memory(i0, k0, 64)
+    client.register_system_shared_memory(o0, ko, 128)
+    shm.set_shared_memory_region(h0, [a])
+    inputs = [grpcclient.InferInput("INPUT0", [16], "INT32"),
+              grpcclient.InferInput("INPUT1", [16], "INT32")]
+    inputs[0].set_shared_memory(i0, 64)
+    inputs[1].set_data_from_numpy(b)
+    outputs = [grpcclient.InferRequestedOutput("OUTPUT0"), grpcclient.InferRequestedOutput("OUTPUT1")]
+    outputs[0].set_shared_memory(o0, 64, offset=64)
+    result = client.infer("simple_static", inputs, outputs=outputs)
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(ho, np.int32, [16], offset=64), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    # too small for the output: not bound, and the usual error
+    outputs[0].set_shared_memory(o0, 32)
+    code, message = error_of(client.infer, "simple_static", inputs, outputs=outputs)
+    assert code == "INTERNAL" and "(32 bytes) should be at least 64 bytes" in message
+
+
+def test_onnxruntime_run_into_binds_outputs_to_the_given_memory(tmp_path):
+    from triton_grpc_server.backends.onnxruntime import OnnxRuntimeBackend
+    from triton_grpc_server.backends.base import BackendContext
+    from triton_grpc_server.repository.config import read_config
+
+    repo = tmp_path / "models"
+    model_dir = models.simple_model(repo, "fixed", max_batch_size=0)
+    config = read_config(model_dir)
+    backend = OnnxRuntimeBackend(config, 1, model_dir / "1" / "model.onnx",
+                                 BackendContext("fixed"))
+    instance = backend.create_instance(0, "KIND_CPU", 0)
+    a, b = np.arange(16, dtype=np.int32), np.ones(16, dtype=np.int32)
+    window = np.zeros(64, dtype=np.uint8)
+    out = instance.run_into({"INPUT0": a, "INPUT1": b}, ["OUTPUT0", "OUTPUT1"], {},
+                            {"OUTPUT0": window})
+    assert np.shares_memory(out["OUTPUT0"], window)  # written in place, no copy
+    np.testing.assert_array_equal(window.view(np.int32), a + b)
+    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+    small = np.zeros(8, dtype=np.uint8)  # does not fit: ONNX Runtime's own buffer
+    out = instance.run_into({"INPUT0": a, "INPUT1": b}, ["OUTPUT0"], {}, {"OUTPUT0": small})
+    assert not np.shares_memory(out["OUTPUT0"], small)
+    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
 
 
 def test_input_region_larger_than_tensor_is_a_byte_size_mismatch(client, regions):
