@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model to load at start-up in explicit mode (repeatable; '*' = all)")
     p.add_argument("--repository-poll-secs", type=float)
     p.add_argument("--exit-timeout-secs", type=float)
+    # Several processes per port: SO_REUSEPORT, and a supervisor for N of them.
+    p.add_argument("--reuse-grpc-port", type=_bool, metavar="BOOL",
+                   help="let several servers listen on the same gRPC port (SO_REUSEPORT)")
+    p.add_argument("--reuse-http-port", type=_bool, metavar="BOOL",
+                   help="let several servers listen on the same HTTP port (SO_REUSEPORT)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="N server processes on the same ports under a supervisor (default 1)")
     return p
 
 
@@ -87,6 +94,10 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = parse_settings(argv)
+    if settings.workers > 1 and settings.worker_index < 0:
+        from .workers.supervisor import supervise
+
+        return supervise(list(sys.argv[1:] if argv is None else argv), settings)
     from .server import run
 
     return run(settings)

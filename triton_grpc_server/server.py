@@ -21,6 +21,8 @@ log = logging.getLogger("triton_grpc_server")
 
 # (name in messages, Settings flag that enables it, module)
 FRONTENDS = [
+    # First: a worker under a supervisor copies its peers' models before it serves.
+    ("worker coordination", "worker_peers", "triton_grpc_server.workers.coordination"),
     ("gRPC", "allow_grpc", "triton_grpc_server.frontends.grpc"),
     ("HTTP", "allow_http", "triton_grpc_server.frontends.http"),
 ]

@@ -67,3 +67,17 @@ class Settings(BaseSettings):
 
     exit_timeout_secs: float = 30.0
     """How long shutdown waits for in-flight requests."""
+
+    # -- several server processes on the same ports (triton_grpc_server/workers/) ------
+    # SO_REUSEPORT lets several processes accept on one port; with ``workers`` > 1 the
+    # command becomes a supervisor that starts that many servers with both turned on.
+    reuse_grpc_port: bool = False
+    reuse_http_port: bool = False
+    workers: int = 1
+    """Server processes sharing the gRPC and HTTP ports under one supervisor."""
+    # Set by the supervisor in each worker's environment, never by hand: the worker's
+    # place in ``worker_peers`` ("host:port,..." of every worker's coordination service)
+    # and whether it replaces one that died (it then copies the others' loaded models).
+    worker_index: int = -1
+    worker_peers: str = ""
+    worker_restart: bool = False

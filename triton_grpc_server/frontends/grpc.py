@@ -400,7 +400,7 @@ def server_options(settings) -> list[tuple[str, int]]:
     limit = settings.grpc_max_message_bytes
     return [("grpc.max_send_message_length", limit),
             ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0)]
+            ("grpc.so_reuseport", int(bool(getattr(settings, "reuse_grpc_port", False))))]
 
 
 class BindError(RuntimeError):

@@ -35,13 +35,15 @@ class HttpFrontend:
         self._executor.shutdown(wait=False)
 
 
-def bind_socket(address: str, port: int) -> socket.socket:
+def bind_socket(address: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
     # proto says TCP, and with Nagle on, the body written after the headers waits for the
     # client's delayed ACK (~40 ms per response).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # --reuse-http-port: several processes accept on this port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address, port))
     except OSError:
@@ -58,7 +60,8 @@ async def start(dataplane, settings) -> HttpFrontend:
     executor = futures.ThreadPoolExecutor(max_workers=settings.http_thread_count,
                                           thread_name_prefix="http")
     app = TritonHttpApp(dataplane, settings, executor, restrictions=_restrictions(settings))
-    sock = bind_socket(settings.http_address, settings.http_port)
+    sock = bind_socket(settings.http_address, settings.http_port,
+                       getattr(settings, "reuse_http_port", False))
     config = uvicorn.Config(app, http="httptools", loop="none", lifespan="off",
                             access_log=False, log_level="warning", server_header=False,
                             date_header=False, timeout_keep_alive=75,
