@@ -7,7 +7,7 @@ HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup compile debug models serve test test-fast bench gpu-check clean
+.PHONY: setup compile debug models serve test test-fast bench bench-quick gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,12 @@ test: models
 test-fast: models
 	$(PY) -m pytest -q -ra -x -m "not slow" $(PYTEST_ARGS)
 
+# Peers (KServe, MLServer) run from their own venvs in benchmarks/.venvs, made on first use.
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --peers kserve,mlserver
+
+bench-quick: setup
+	$(PY) benchmarks/run.py --quick --rss 0 --peers kserve,mlserver --servers ours-aio-cython,kserve,mlserver
 
 # Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer
 # (after `make models`; CI runs it after `make test`, so setup is not repeated).

@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 import breakdown  # noqa: E402
+import grpc_peers  # noqa: E402
 import loadgen  # noqa: E402
 import workloads  # noqa: E402
 
@@ -52,13 +53,20 @@ class ServerSpec:
     command: list          # argv after the interpreter, {port}/{repo}/{tmp} filled in
     env: dict = dataclasses.field(default_factory=dict)
     root: Path = ROOT      # the checkout whose package the server runs
+    # A peer server in its own environment: make(tmp, port, spare_port) -> full argv.
+    make: object = None
 
     @property
     def is_ceiling(self) -> bool:
         return self.name.startswith("ceiling")
 
+    @property
+    def is_peer(self) -> bool:
+        return self.make is not None
 
-def server_specs(codecs: list[str], before: Path | None = None) -> list[ServerSpec]:
+
+def server_specs(codecs: list[str], before: Path | None = None, peers: list[str] = (),
+                 workers: list[int] = ()) -> list[ServerSpec]:
     responses = ["--response", "add_sub={tmp}/add_sub.response",
                  "--response", "identity_4m={tmp}/identity_4m.response"]
     specs = [ServerSpec(f"ceiling-{mode}", [str(HERE / "ceiling.py"), "--mode", mode,
@@ -73,11 +81,16 @@ def server_specs(codecs: list[str], before: Path | None = None) -> list[ServerSp
         for loop in ("aio",):  # the one serving loop (docs/performance.md)
             specs.append(ServerSpec(f"ours-{loop}-{codec}",
                                     ours + ["--grpc-server", loop, "--infer-codec", codec]))
+    for count in workers:  # --workers N: N processes on the port, CPU summed over all
+        specs.append(ServerSpec(f"ours-aio-{codecs[0]}-w{count}",
+                                ours + ["--infer-codec", codecs[0], "--workers", str(count)]))
     if before is not None:  # another checkout (e.g. main before a change), same run
-        for loop in ("sync", "aio"):
+        for loop in ("aio",):
             specs.append(ServerSpec(f"before-{loop}-{codecs[0]}",
                                     ours + ["--grpc-server", loop, "--infer-codec", codecs[0]],
                                     root=before))
+    for peer in peers:  # KServe, MLServer: their own venvs (grpc_peers.py)
+        specs.append(ServerSpec(peer, [], make=grpc_peers.PEERS[peer]))
     return specs
 
 
@@ -92,7 +105,11 @@ class Server:
         self.spec = spec
         self.port = free_port()
         fill = {"port": str(self.port), "repo": str(repo), "tmp": str(tmp)}
-        argv = [sys.executable] + [a.format(**fill) for a in spec.command]
+        if spec.is_peer:
+            argv = spec.make(tmp, self.port, free_port())
+        else:
+            argv = [sys.executable] + [a.format(**fill) for a in spec.command]
+        self.frame_lens: dict = {}  # model -> length of this server's response frame
         self.log_path = tmp / f"{spec.name}.log"
         env = dict(os.environ, PYTHONPATH=str(spec.root))
         env.update(spec.env)
@@ -116,9 +133,20 @@ class Server:
                     time.sleep(0.2)
         raise RuntimeError(f"{self.spec.name} not ready after {timeout}s")
 
+    def measure_frames(self, messages: dict) -> None:
+        """Each model's response frame length from this server (peers' differ from ours)."""
+        import grpc
+
+        options = [("grpc.max_receive_message_length", 2**31 - 1),
+                   ("grpc.max_send_message_length", 2**31 - 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options) as channel:
+            call = channel.unary_unary(loadgen.PATH)
+            for model, message in messages.items():
+                self.frame_lens[model] = 5 + len(call(message, timeout=60))
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        """utime+stime of the server and every process under it (--workers, peers' workers)."""
+        return sum(_process_cpu(pid) for pid in _process_tree(self.process.pid))
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -136,12 +164,42 @@ class Server:
                 self.process.wait()
 
 
+def _process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone in between
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
 # -- measuring -------------------------------------------------------------------------------
 
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (all cores, /proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests (/proc/stat's steal column)."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / CLOCK_TICKS
 
 
 def children_cpu_seconds() -> float:
@@ -162,6 +220,7 @@ class Sample:
     other_cores: float      # CPU busy outside the server and the load generator (noise)
     requests: int
     errors: int
+    steal_cores: float = 0.0  # cores the hypervisor gave elsewhere (noise)
 
 
 class Bench:
@@ -180,7 +239,8 @@ class Bench:
 
     def load(self, server: Server, model: str, concurrency: int, requests: int):
         if self.use_h2load:
-            return loadgen.h2load(server.port, self.tmp / f"{model}.frame", self.frames[model],
+            return loadgen.h2load(server.port, self.tmp / f"{model}.frame",
+                                  server.frame_lens.get(model, self.frames[model]),
                                   concurrency, requests)
         return loadgen.aio_loadgen(server.port, self.tmp / f"{model}.message", concurrency,
                                    requests)
@@ -196,15 +256,18 @@ class Bench:
         rate = warm_result.rate if repeat == 0 or rate_guess <= 0 else rate_guess
         count = max(4 * c, int(rate * seconds))
         cpu, busy, gen = server.cpu_seconds(), machine_busy_seconds(), children_cpu_seconds()
+        steal = steal_seconds()
         started = time.monotonic()
         result = self.load(server, model.name, c, count)
         wall = time.monotonic() - started
         cpu = server.cpu_seconds() - cpu
-        others = machine_busy_seconds() - busy - cpu - (children_cpu_seconds() - gen)
+        steal = steal_seconds() - steal
+        others = machine_busy_seconds() - busy - cpu - (children_cpu_seconds() - gen) - steal
         return Sample(server.spec.name, workload.label, repeat, result.rate,
                       result.rate * model.payload_bytes / MIB, result.percentile_ms(50),
                       result.percentile_ms(99), 1000 * cpu / max(result.requests, 1),
-                      max(others, 0.0) / wall, result.requests, result.errors + warm_result.errors)
+                      max(others, 0.0) / wall, result.requests, result.errors + warm_result.errors,
+                      steal / wall)
 
 
 def median_rows(samples: list[Sample]) -> dict:
@@ -215,7 +278,7 @@ def median_rows(samples: list[Sample]) -> dict:
     for key, group in rows.items():
         out[key] = {field: statistics.median(getattr(s, field) for s in group)
                     for field in ("infer_per_s", "mib_per_s", "p50_ms", "p99_ms",
-                                  "cpu_ms_per_infer", "other_cores")}
+                                  "cpu_ms_per_infer", "other_cores", "steal_cores")}
         out[key]["errors"] = sum(s.errors for s in group)
         out[key]["requests"] = sum(s.requests for s in group)
         out[key]["repeats"] = len(group)
@@ -246,8 +309,8 @@ def best_ceilings(rows: dict) -> dict:
 def table(rows: dict, workload_order: list[str], server_order: list[str]) -> str:
     ceilings = best_ceilings(rows)
     lines = ["| workload | server | infer/s | MiB/s each way | p50 ms | p99 ms | CPU ms/infer "
-             "| infer/s ÷ ceil | p50 ÷ ceil | CPU ÷ ceil | errors | others' CPU |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| infer/s ÷ ceil | p50 ÷ ceil | CPU ÷ ceil | errors | others' CPU | steal |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for workload in workload_order:
         ceiling = ceilings.get(workload)
         for server in server_order:
@@ -263,8 +326,59 @@ def table(rows: dict, workload_order: list[str], server_order: list[str]) -> str
                 f"{row['mib_per_s']:,.1f} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
                 f"{row['cpu_ms_per_infer']:.3f} | {ratio('infer_per_s'):.2f} | "
                 f"{ratio('p50_ms'):.2f} | {ratio('cpu_ms_per_infer'):.2f} | {row['errors']} | "
-                f"{row['other_cores']:.2f} |")
+                f"{row['other_cores']:.2f} | {row['steal_cores']:.2f} |")
     return "\n".join(lines)
+
+
+def peer_ratios(rows: dict, workload_order: list[str], ours: str, peers: list[str]) -> list[str]:
+    """Ours against each peer: infer/s, p50 and CPU per inference, per workload."""
+    lines = []
+    for workload in workload_order:
+        mine = rows.get((workload, ours))
+        for peer in peers:
+            theirs = rows.get((workload, peer))
+            if mine and theirs and theirs["infer_per_s"] and mine["cpu_ms_per_infer"]:
+                lines.append(
+                    f"- {workload}: {ours} / {peer}: infer/s {mine['infer_per_s'] / theirs['infer_per_s']:.2f}x, "
+                    f"p50 {mine['p50_ms'] / theirs['p50_ms']:.2f}x, "
+                    f"CPU/infer {mine['cpu_ms_per_infer'] / theirs['cpu_ms_per_infer']:.2f}x")
+    return lines
+
+
+def peer_targets(rows: dict, ours: str) -> list[str]:
+    """The small-request targets against the ceiling and the peers, where measured."""
+    ceilings = best_ceilings(rows)
+    out = []
+
+    def check(label, value, ok):
+        out.append(f"- {label}: {value:.2f}x -> {'met' if ok else 'NOT met'}")
+
+    c16 = rows.get(("add_sub C=16", ours))
+    if c16 and "add_sub C=16" in ceilings:
+        cpu = min(rows[("add_sub C=16", s)]["cpu_ms_per_infer"] for s in ("ceiling-sync", "ceiling-aio")
+                  if ("add_sub C=16", s) in rows)
+        check(f"{ours} add_sub C=16 CPU/infer <= 1.3x the better ceiling's",
+              c16["cpu_ms_per_infer"] / cpu, c16["cpu_ms_per_infer"] / cpu <= 1.3)
+        for peer, bound in (("kserve", 1.4), ("mlserver", 2.5)):
+            theirs = rows.get(("add_sub C=16", peer))
+            if theirs:
+                r = c16["infer_per_s"] / theirs["infer_per_s"]
+                check(f"{ours} add_sub C=16 infer/s >= {bound}x {peer}", r, r >= bound)
+    c1 = rows.get(("add_sub C=1", ours))
+    if c1 and "add_sub C=1" in ceilings:
+        r = c1["p50_ms"] / ceilings["add_sub C=1"]["p50_ms"]
+        check(f"{ours} add_sub C=1 p50 <= 1.3x ceiling", r, r <= 1.3)
+    big = rows.get(("identity_4m C=4", ours))
+    if big:
+        sync = rows.get(("identity_4m C=4", "ceiling-sync"))
+        if sync:
+            r = big["mib_per_s"] / sync["mib_per_s"]
+            check(f"{ours} identity_4m C=4 MiB/s >= 0.9x ceiling-sync", r, r >= 0.9)
+        theirs = rows.get(("identity_4m C=4", "kserve"))
+        if theirs:
+            r = big["mib_per_s"] / theirs["mib_per_s"]
+            check(f"{ours} identity_4m C=4 MiB/s >= 3x kserve", r, r >= 3)
+    return out
 
 
 def codec_ratios(rows: dict, workload_order: list[str]) -> list[str]:
@@ -330,6 +444,11 @@ def parse_args(argv=None):
     p.add_argument("--before", type=Path, metavar="CHECKOUT",
                    help="also run the server of this checkout (before-sync/aio-cython), "
                         "e.g. a clone of main without the change under test")
+    p.add_argument("--peers", default="",
+                   help="comma-separated peer servers in their own venvs: kserve,mlserver "
+                        "(grpc_peers.py; the venvs are made on first use)")
+    p.add_argument("--workers", default="",
+                   help="also run ours with --workers N for each N listed, e.g. '2'")
     p.add_argument("--loadgen", choices=["auto", "h2load", "aio"], default="auto")
     p.add_argument("--json", type=Path, help="where to write raw results")
     args = p.parse_args(argv)
@@ -354,7 +473,9 @@ def main(argv=None) -> int:
         print(f"note: Cython codec not built ({exc}); benchmarking the python codec only",
               file=sys.stderr)
         codecs = ["python"]
-    specs = server_specs(codecs, args.before)
+    peers = [p for p in args.peers.split(",") if p]
+    specs = server_specs(codecs, args.before, peers,
+                         [int(n) for n in args.workers.split(",") if n])
     if args.servers:
         wanted = set(args.servers.split(","))
         specs = [s for s in specs if s.name in wanted or s.is_ceiling]
@@ -376,6 +497,8 @@ def main(argv=None) -> int:
             probe = (tmp / "add_sub.message").read_bytes()
             for server in servers:
                 server.wait_ready(probe)
+                server.measure_frames({name: (tmp / f"{name}.message").read_bytes()
+                                       for name in models})
             for server in servers:  # outputs through tritonclient, before any load
                 for name, model in models.items():
                     checks[(server.spec.name, name)] = loadgen.check_outputs(
@@ -435,7 +558,19 @@ def main(argv=None) -> int:
     ratios = codec_ratios(rows, workload_order)
     if ratios:
         print("Codec (ours, Cython vs protobuf):\n" + "\n".join(ratios) + "\n")
-    print("Targets (issue 3):\n" + "\n".join(targets(rows, rss, codecs[0])))
+    print("Targets (against the ceilings):\n" + "\n".join(targets(rows, rss, codecs[0])))
+    ours_main = f"ours-aio-{codecs[0]}"
+    ratios = peer_ratios(rows, workload_order, ours_main, peers)
+    if ratios:
+        print("\nOurs against the peers (same run):\n" + "\n".join(ratios))
+    print("\nTargets (small requests, peers):\n" + "\n".join(peer_targets(rows, ours_main)))
+    steal = [s.steal_cores for s in samples]
+    others = [s.other_cores for s in samples]
+    if samples:
+        print(f"\nNoise over all samples: others' CPU median {statistics.median(others):.2f} "
+              f"cores (max {max(others):.2f}), steal median {statistics.median(steal):.2f} "
+              f"cores (max {max(steal):.2f}), load average {load_before[0]:.2f} -> "
+              f"{load_after[0]:.2f}")
     print("\nIn-process cost of one ModelInfer (benchmarks/breakdown.py; wall time, one thread):\n")
     print(breakdown.table(breakdown.breakdown()))
 
