@@ -51,9 +51,9 @@ def have_h2load() -> bool:
 
 
 def h2load(port: int, frame_path: Path, frame_len: int, concurrency: int, requests: int,
-           timeout: float = 300.0) -> LoadResult:
+           timeout: float = 300.0, threads: int = 1) -> LoadResult:
     with tempfile.NamedTemporaryFile(suffix=".tsv") as log:
-        cmd = ["h2load", "-t", "1", "-c", str(concurrency), "-m", "1", "-n", str(requests),
+        cmd = ["h2load", "-t", str(min(threads, concurrency)), "-c", str(concurrency), "-m", "1", "-n", str(requests),
                "-d", str(frame_path), "-H", "content-type: application/grpc",
                "-H", "te: trailers", f"--log-file={log.name}",
                f"http://127.0.0.1:{port}{PATH}"]
