@@ -75,7 +75,7 @@ def server_specs(codecs: list[str], before: Path | None = None, peers: list[str]
     # The configs are complete, so auto-complete is off: like Triton with Triton's `simple`,
     # add_sub runs without a dynamic batcher (auto-complete would add one).
     ours = ["-m", "triton_grpc_server", "--model-repository", "{repo}", "--grpc-address",
-            "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false",
+            "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false", "--allow-http", "false",
             "--disable-auto-complete-config"]
     for codec in codecs:
         for loop in ("aio",):  # the one serving loop (docs/performance.md)
@@ -142,7 +142,7 @@ class Server:
         with grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options) as channel:
             call = channel.unary_unary(loadgen.PATH)
             for model, message in messages.items():
-                self.frame_lens[model] = 5 + len(call(message, timeout=60))
+                self.frame_lens[model] = 5 + len(call(message, timeout=60, wait_for_ready=True))
 
     def cpu_seconds(self) -> float:
         """utime+stime of the server and every process under it (--workers, peers' workers)."""

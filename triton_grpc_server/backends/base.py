@@ -63,6 +63,11 @@ class Backend(abc.ABC):
 
 class BackendInstance(abc.ABC):
     name: str = ""
+    #: True for an instance whose ``execute`` computes on the calling thread without
+    #: waiting on anything else (ONNX Runtime on CPU): the instance pool may then run
+    #: it on the thread that enqueues (the event loop) while its executions stay short,
+    #: saving two thread hand-offs per request (``scheduler/instance_pool.py``).
+    may_run_inline: bool = False
 
     @abc.abstractmethod
     def execute(self, requests: Sequence[Any]) -> None:

@@ -206,7 +206,9 @@ class OnnxRuntimeBackend(Backend):
         session, self._spare_session = self._spare_session, None
         if session is None or kind == "KIND_GPU":
             session = _open_session(self.model_path, self.config, providers)
-        return OnnxRuntimeInstance(f"{self.config.name}_{index}", session, self.config)
+        instance = OnnxRuntimeInstance(f"{self.config.name}_{index}", session, self.config)
+        instance.may_run_inline = kind != "KIND_GPU"  # a CUDA run may wait on the device
+        return instance
 
 
 class OnnxRuntimeInstance(ArrayBackendInstance):
