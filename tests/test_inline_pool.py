@@ -128,3 +128,20 @@ def test_close_waits_for_an_inline_run():
     caller.join(30)
     assert not closer.is_alive()
     assert answers.of("a") is not None
+
+
+def test_large_inputs_keep_the_worker_thread(monkeypatch):
+    monkeypatch.setattr(instance_pool, "INLINE_MAX_INPUT_BYTES", 16)  # 2 x FP32 = 8 bytes/row
+    instance = InlineInstance()
+    pool = InstancePool([instance], ModelStats())
+    answers = Answers()
+    try:
+        _one_at_a_time(pool, answers, INLINE_AFTER_RUNS)
+        assert pool.runs_inline
+        pool.enqueue(work(answers, "small", 1.0, rows=2))   # 16 bytes: inline
+        pool.enqueue(work(answers, "large", 1.0, rows=4))   # 32 bytes: the worker thread
+        answers.wait(INLINE_AFTER_RUNS + 2)
+        assert instance.run_threads[-2] is threading.current_thread()
+        assert instance.run_threads[-1].name.startswith("instance-")
+    finally:
+        pool.close()
