@@ -141,10 +141,10 @@ run() {
 
 run infer              "PASS: infer"           simple_grpc_infer_client.py -u "$URL"
 run async_infer        "PASS: Async infer"     simple_grpc_async_infer_client.py -u "$URL"
-run aio_infer          "PASS: infer"           simple_grpc_aio_infer_client.py -u "$URL"
+run aio_infer          "PASS: grpc aio infer"  simple_grpc_aio_infer_client.py -u "$URL"
 run health_metadata    ""                      simple_grpc_health_metadata.py -u "$URL"
 run string_infer       "PASS: string"          simple_grpc_string_infer_client.py -u "$URL"
-run custom_args        "PASS: KeepAlive"       simple_grpc_custom_args_client.py -u "$URL"
+run custom_args        "PASS: CustomArgs"      simple_grpc_custom_args_client.py -u "$URL"
 xfail "unexpected inference (input|output) '(input|InceptionV3/Predictions/Softmax)' for model 'densenet_onnx'" \
     "example bug: sends Inception tensors ('input' [1,299,299,3] -> 'InceptionV3/Predictions/Softmax') to densenet_onnx; Triton rejects them too"
 run grpc_client        "PASS"                  grpc_client.py -u "$URL"
