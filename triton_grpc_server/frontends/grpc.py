@@ -25,6 +25,7 @@ from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
 from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code
 from ..senders import StreamSender
+from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,39 @@ class GRPCInferenceServicer:
         return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
 
     # -- inference (coroutines on the loop) -----------------------------------
+    # -- shared memory and trace: the managers do the work (shared_memory.py, trace.py)
+    def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, SYSTEM)
+        return pb.SystemSharedMemoryStatusResponse(regions={r.name: _system_region(r) for r in regions})
+
+    def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_system(request.name, request.key, request.offset,
+                                                     request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, SYSTEM)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def CudaSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, CUDA)
+        return pb.CudaSharedMemoryStatusResponse(regions={r.name: _cuda_region(r) for r in regions})
+
+    def CudaSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_cuda(request.name, request.raw_handle,
+                                                   request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    def CudaSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, CUDA)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    def TraceSetting(self, request, context):
+        values = {key: list(setting.value) for key, setting in request.settings.items()}
+        settings = self.dataplane.trace_setting(request.model_name, values)
+        return pb.TraceSettingResponse(settings={
+            key: pb.TraceSettingResponse.SettingValue(value=value) for key, value in settings.items()})
+
     async def ModelInfer(self, data: bytes, context) -> bytes:
         codec = self.codec
         request = codec.decode_request(data)
@@ -255,6 +289,16 @@ class _Fatal:
 
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def _system_region(region) -> pb.SystemSharedMemoryStatusResponse.RegionStatus:
+    return pb.SystemSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size)
+
+
+def _cuda_region(region) -> pb.CudaSharedMemoryStatusResponse.RegionStatus:
+    return pb.CudaSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, device_id=region.device_id, byte_size=region.byte_size)
 
 
 def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
