@@ -33,6 +33,27 @@ def check_repository(settings: Settings) -> str:
     return ""
 
 
+def check_frontend_settings(settings: Settings) -> str:
+    """A one-line reason the endpoint settings can't be served, or '' when they can."""
+    import importlib.util
+
+    from .restrictions import RestrictionError, Restrictions
+
+    try:
+        Restrictions.for_grpc(settings.grpc_restricted_protocol)
+        Restrictions.for_http(settings.http_restricted_api)
+    except RestrictionError as exc:
+        return str(exc).strip()
+    # An explicit --allow-http true must not be silently ignored: refuse it until
+    # an HTTP frontend is installed (the default stays false, so launch lines
+    # without the flag keep working).
+    if settings.allow_http and importlib.util.find_spec(
+            "triton_grpc_server.frontends.http") is None:
+        return ("--allow-http true: this build has no HTTP/REST frontend; use the gRPC "
+                "endpoint or pass --allow-http false")
+    return ""
+
+
 def load_startup_models(repository, settings: Settings):
     """Load what the control mode loads at start-up; returns the :class:`ModelControl`."""
     from .repository.control import ModelControl
@@ -58,7 +79,13 @@ def run(settings: Settings) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
 
+    problem = check_frontend_settings(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+
     from .dataplane import DataPlane
+    from .frontends.grpc_security import SecurityConfigError, add_port
     if settings.grpc_server == "aio":
         from .frontends.grpc_aio import create_grpc_server
     else:
@@ -79,27 +106,33 @@ def run(settings: Settings) -> int:
         return 1
 
     dataplane = DataPlane(repository, settings, control=control)
-    server = create_grpc_server(dataplane, settings)
-    address = f"{settings.grpc_address}:{settings.grpc_port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        bound, reason = 0, str(exc)
-    else:
-        reason = "address in use or not available"
-    if not bound:
-        print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
-        repository.close()
-        return 1
-    server.start()
-    log.info("Started GRPCInferenceService at %s", address)
+    server = None
+    if settings.allow_grpc:  # --allow-grpc false: no gRPC endpoint at all, as Triton
+        server = create_grpc_server(dataplane, settings)
+        address = f"{settings.grpc_address}:{settings.grpc_port}"
+        try:
+            bound = add_port(server, address, settings)
+        except SecurityConfigError as exc:
+            bound, reason = 0, str(exc)
+        except RuntimeError as exc:
+            bound, reason = 0, str(exc)
+        else:
+            reason = "address in use or not available"
+        if not bound:
+            print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
+            repository.close()
+            return 1
+        server.start()
+        log.info("Started GRPCInferenceService at %s%s", address,
+                 " (TLS)" if settings.grpc_use_ssl or settings.grpc_use_ssl_mutual else "")
     metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
     control.start()  # the repository poller, in poll mode
 
     stopping.wait()
     log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
     dataplane.accepting = False
-    server.stop(grace=settings.exit_timeout_secs).wait()
+    if server is not None:
+        server.stop(grace=settings.exit_timeout_secs).wait()
     if metrics is not None:
         metrics.stop()
     control.stop()

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._proto import grpc_service_pb2 as pb
-from ..errors import TritonError, Unsupported, grpc_code
+from ..errors import TritonError, Unsupported, grpc_code, status_message
 from .codecs import load_codec
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def error_status(exc: Exception, where: str) -> tuple[grpc.StatusCode, str]:
     Call it inside the ``except`` block, so an internal error is logged with its traceback.
     """
     if isinstance(exc, TritonError):
-        return grpc_code(exc.status), exc.message
+        return grpc_code(exc.status), status_message(exc.message)
     log.exception("internal error in %s", where)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, status_message(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _guarded(method: Callable) -> Callable:
@@ -209,10 +209,12 @@ def server_options(settings) -> list[tuple[str, int]]:
 def create_grpc_server(dataplane, settings) -> grpc.Server:
     codec = load_codec(settings.infer_codec)
     log.info("ModelInfer codec: %s", codec.__name__)
+    from .grpc_security import interceptors
+
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
                                    thread_name_prefix="grpc"),
-        options=server_options(settings))
+        options=server_options(settings), interceptors=interceptors(settings))
     server.add_generic_rpc_handlers((build_handlers(GRPCInferenceServicer(dataplane, codec)),))
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
     return server

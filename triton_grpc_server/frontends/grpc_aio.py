@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .codecs import load_codec
 from .grpc import GRPCInferenceServicer, build_handlers, error_status, server_options
+from .grpc_security import aio_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class AioServer:
                                   _guard(self._executor, inline_max_bytes))
 
         async def create() -> grpc.aio.Server:  # the server belongs to the loop it is made on
-            server = grpc.aio.server(options=server_options(settings))
+            server = grpc.aio.server(options=server_options(settings),
+                                     interceptors=aio_interceptors(settings))
             server.add_generic_rpc_handlers((handlers,))
             health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
             return server
@@ -133,6 +135,12 @@ class AioServer:
 
     def add_insecure_port(self, address: str) -> int:
         return self._wait(self._bind(address))
+
+    async def _bind_secure(self, address: str, credentials) -> int:
+        return self._server.add_secure_port(address, credentials)
+
+    def add_secure_port(self, address: str, credentials) -> int:
+        return self._wait(self._bind_secure(address, credentials))
 
     def start(self) -> None:
         self._wait(self._server.start())
