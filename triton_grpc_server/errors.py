@@ -13,7 +13,7 @@ import grpc
 # A client string (a model, tensor or file name) echoed in an error text is cut to
 # this many characters: the text travels in a response header, and an unbounded
 # one makes gRPC reset the call instead of returning the error.
-MAX_ECHO_CHARS = 256
+MAX_ECHO_CHARS = 1024
 # The whole status text, as gRPC percent-encodes it into ``grpc-message``; clients
 # refuse response headers beyond 8 KiB by default, so stay well under.
 MAX_STATUS_MESSAGE_BYTES = 4096

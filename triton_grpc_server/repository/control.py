@@ -46,7 +46,7 @@ class PollFailed(InternalError):
     files: Triton answers these with one INTERNAL text (the details go to the log)."""
 
     def __init__(self, name: str):
-        super().__init__(f"failed to load '{clip(name)}', failed to poll from model repository")
+        super().__init__(f"failed to load '{name}', failed to poll from model repository")
 
 
 def check_override_config(name: str, config: str) -> None:
