@@ -1,6 +1,14 @@
-"""Start the frontends, load the repository, stop cleanly on SIGINT/SIGTERM."""
+"""Load the repository, run every enabled frontend on one asyncio loop, stop cleanly.
+
+Frontends are modules with ``async def start(dataplane, settings)`` returning
+an object with ``async stop(grace)``; :data:`FRONTENDS` lists them with the
+setting that enables each. SIGINT/SIGTERM stop them: new requests are refused,
+in-flight ones get up to ``--exit-timeout-secs`` to finish.
+"""
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -10,6 +18,12 @@ import threading
 from .settings import Settings
 
 log = logging.getLogger("triton_grpc_server")
+
+# (name in messages, Settings flag that enables it, module)
+FRONTENDS = [
+    ("gRPC", "allow_grpc", "triton_grpc_server.frontends.grpc"),
+    ("HTTP", "allow_http", "triton_grpc_server.frontends.http"),
+]
 
 
 def configure_logging(settings: Settings) -> None:
@@ -30,27 +44,6 @@ def check_repository(settings: Settings) -> str:
         return f"model repository '{path}' is not a directory"
     if not os.access(path, os.R_OK | os.X_OK):
         return f"model repository '{path}' is not readable"
-    return ""
-
-
-def check_frontend_settings(settings: Settings) -> str:
-    """A one-line reason the endpoint settings can't be served, or '' when they can."""
-    import importlib.util
-
-    from .restrictions import RestrictionError, Restrictions
-
-    try:
-        Restrictions.for_grpc(settings.grpc_restricted_protocol)
-        Restrictions.for_http(settings.http_restricted_api)
-    except RestrictionError as exc:
-        return str(exc).strip()
-    # An explicit --allow-http true must not be silently ignored: refuse it until
-    # an HTTP frontend is installed (the default stays false, so launch lines
-    # without the flag keep working).
-    if settings.allow_http and importlib.util.find_spec(
-            "triton_grpc_server.frontends.http") is None:
-        return ("--allow-http true: this build has no HTTP/REST frontend; use the gRPC "
-                "endpoint or pass --allow-http false")
     return ""
 
 
@@ -79,17 +72,7 @@ def run(settings: Settings) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
 
-    problem = check_frontend_settings(settings)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
-
     from .dataplane import DataPlane
-    from .frontends.grpc_security import SecurityConfigError, add_port
-    if settings.grpc_server == "aio":
-        from .frontends.grpc_aio import create_grpc_server
-    else:
-        from .frontends.grpc import create_grpc_server
     from .metrics import create_metrics_server
     from .repository import ModelRepository
 
@@ -106,36 +89,51 @@ def run(settings: Settings) -> int:
         return 1
 
     dataplane = DataPlane(repository, settings, control=control)
-    server = None
-    if settings.allow_grpc:  # --allow-grpc false: no gRPC endpoint at all, as Triton
-        server = create_grpc_server(dataplane, settings)
-        address = f"{settings.grpc_address}:{settings.grpc_port}"
-        try:
-            bound = add_port(server, address, settings)
-        except SecurityConfigError as exc:
-            bound, reason = 0, str(exc)
-        except RuntimeError as exc:
-            bound, reason = 0, str(exc)
-        else:
-            reason = "address in use or not available"
-        if not bound:
-            print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
-            repository.close()
-            return 1
-        server.start()
-        log.info("Started GRPCInferenceService at %s%s", address,
-                 " (TLS)" if settings.grpc_use_ssl or settings.grpc_use_ssl_mutual else "")
-    metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
-    control.start()  # the repository poller, in poll mode
-
-    stopping.wait()
-    log.info("stopping: waiting up to %.0fs for in-flight requests", settings.exit_timeout_secs)
-    dataplane.accepting = False
-    if server is not None:
-        server.stop(grace=settings.exit_timeout_secs).wait()
-    if metrics is not None:
-        metrics.stop()
-    control.stop()
-    repository.close()
+    try:
+        code = asyncio.run(serve(dataplane, settings, stopping, repository, control,
+                                 create_metrics_server))
+    finally:
+        control.stop()
+        dataplane.close()
+        repository.close()
     log.info("stopped")
+    return code
+
+
+async def serve(dataplane, settings: Settings, stopping: threading.Event, repository, control,
+                create_metrics_server) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if stopping.is_set():  # a signal arrived while the models loaded
+        stop.set()
+
+    running = []
+    try:
+        for name, flag, module_name in FRONTENDS:
+            if not getattr(settings, flag, False):
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                print(f"error: the {name} frontend is not available: {exc}", file=sys.stderr)
+                return 1
+            try:
+                running.append(await module.start(dataplane, settings))
+            except Exception as exc:  # a bind failure, most often
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        metrics = create_metrics_server(repository, settings)  # None when disabled
+        control.start()  # the repository poller, in poll mode
+
+        await stop.wait()
+        log.info("stopping: waiting up to %.0fs for in-flight requests",
+                 settings.exit_timeout_secs)
+        dataplane.accepting = False
+        if metrics is not None:
+            metrics.stop()
+    finally:
+        await asyncio.gather(*(frontend.stop(settings.exit_timeout_secs)
+                               for frontend in running), return_exceptions=True)
     return 0

@@ -8,11 +8,12 @@ import importlib
 
 from ..errors import InvalidArgument
 
-# backend name -> "module:Class"
-BACKENDS: dict[str, str] = {
+# backend name -> "module:Class" (imported when a model needs it) or the class itself
+BACKENDS: dict[str, object] = {
     "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
+    "ensemble": "triton_grpc_server.scheduler.ensemble:EnsembleBackend",
 }
 
 # Triton platform name -> backend name
@@ -20,6 +21,7 @@ PLATFORMS: dict[str, str] = {
     "onnxruntime_onnx": "onnxruntime",
     "tensorrt_plan": "tensorrt",
     "pytorch_libtorch": "pytorch",
+    "ensemble": "ensemble",
 }
 
 # model file name -> backend name, used when config.pbtxt names neither
@@ -30,8 +32,9 @@ FILE_HINTS: dict[str, str] = {
 }
 
 
-def register_backend(name: str, target: str) -> None:
-    """Make ``backend: "<name>"`` load ``target`` ("module:Class"); tests add their own backends."""
+def register_backend(name: str, target) -> None:
+    """Make ``backend: "<name>"`` load ``target``: a ``Backend`` subclass, or "module:Class"
+    imported when a model first needs it. Tests add their own backends this way."""
     BACKENDS[name] = target
 
 
@@ -55,5 +58,8 @@ def platform_for(backend: str) -> str:
 
 
 def load_backend_class(name: str):
-    module_name, _, attr = BACKENDS[name].partition(":")
+    target = BACKENDS[name]
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
