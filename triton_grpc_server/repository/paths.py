@@ -3,7 +3,7 @@
 A config can come from a client (``RepositoryModelLoad`` with a ``config``
 override), so every file it names -- ``label_filename``,
 ``default_model_filename``, ``cc_model_filenames``, ``model_warmup`` input
-files -- must stay inside the model directory the load reads (the repository's
+files, sequence-state ``initial_state`` data files -- must stay inside the model directory the load reads (the repository's
 ``<model>/`` or the load's private override directory). The check is lexical:
 no absolute paths, no NUL, no ``..`` that climbs out once normalized. Links
 placed by whoever owns the repository are followed as Triton follows them; an
@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ..errors import InvalidArgument, clip
 
-# Triton reads warmup data files from this folder of the model directory.
+# Triton reads warmup data files, and sequence-state initial data, from these folders.
 WARMUP_FOLDER = "warmup"
+INITIAL_STATE_FOLDER = "initial_state"
 
 
 def confined_path(model_dir: Path, relative: str, field: str, model_name: str,
@@ -60,3 +61,9 @@ def check_config_paths(config, model_dir: Path) -> None:
                 confined_path(model_dir, data.input_data_file,
                               f"model_warmup '{clip(warmup.name)}' input '{clip(input_name)}' "
                               "input_data_file", name, base=WARMUP_FOLDER)
+    for state in config.sequence_batching.state:
+        for initial in state.initial_state:
+            if initial.WhichOneof("state_data") == "data_file":
+                confined_path(model_dir, initial.data_file,
+                              f"initial_state '{clip(initial.name)}' data_file", name,
+                              base=INITIAL_STATE_FOLDER)
