@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -373,3 +374,27 @@ def test_long_client_strings_still_get_their_error(client, length):
     code, message = error_of(stub_infer, client, request)
     assert code == "INVALID_ARGUMENT"
     assert "for model 'simple'" in message or message.endswith("...(truncated)")
+
+
+def _http_infer(server, model: str, header: dict, binary: bytes = b"") -> tuple[int, str]:
+    body = json.dumps(header).encode()
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/{model}/infer", data=body + binary, method="POST",
+        headers={"Inference-Header-Content-Length": str(len(body)),
+                 "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]
+
+
+def test_http_declarations_are_checked_against_the_bytes_sent(server):
+    before = peak_rss_kib(server.process.pid)
+    header = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 2**31],
+                          "parameters": {"binary_data_size": len(FIVE_BYTES)}}]}
+    assert _http_infer(server, "id_bytes", header, FIVE_BYTES) == (400, strings_missing(2**31))
+    header = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2**61, 2],
+                          "parameters": {"binary_data_size": 4}}]}
+    assert _http_infer(server, "id_fp32", header, b"\0" * 4) == (400, BYTE_OVERFLOW)
+    assert (peak_rss_kib(server.process.pid) - before) / 1024 < 64

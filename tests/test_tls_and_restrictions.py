@@ -15,7 +15,6 @@ from models import error_of
 from triton_grpc_server.restrictions import (GRPC_METHOD_GROUPS, GROUPS, RestrictionError,
                                              Restrictions, grpc_method_group, http_route_group)
 
-LOOPS = {"sync": (), "aio": ("--grpc-server", "aio")}
 KEY = "triton-grpc-protocol-admin-key"
 REFUSED = f"This protocol is restricted, expecting header '{KEY}'"
 
@@ -92,11 +91,9 @@ def test_tls_client_refuses_a_server_of_another_ca(repo, ca, start_server, tmp_p
     client.close()
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_mutual_tls_requires_a_client_certificate_of_the_root(repo, ca, start_server, tmp_path,
-                                                             loop):
+def test_mutual_tls_requires_a_client_certificate_of_the_root(repo, ca, start_server, tmp_path):
     cert, key = ca.server_pair()
-    server = start_server(repo, *LOOPS[loop], "--grpc-use-ssl-mutual", "true",
+    server = start_server(repo, "--grpc-use-ssl-mutual", "true",
                           "--grpc-server-cert", cert, "--grpc-server-key", key,
                           "--grpc-root-cert", ca.ca_cert, wait_ready=False)
     pair = ca.client_pair()
@@ -121,9 +118,8 @@ def test_tls_without_a_certificate_does_not_start(repo, start_server):
 
 # -- restricted protocols ------------------------------------------------------------------
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_restricted_model_repository_needs_its_header(repo, start_server, loop):
-    server = start_server(repo, *LOOPS[loop], "--model-control-mode", "explicit",
+def test_restricted_model_repository_needs_its_header(repo, start_server):
+    server = start_server(repo, "--model-control-mode", "explicit",
                           "--load-model", "simple",
                           "--grpc-restricted-protocol", "model-repository,statistics:admin-key=s3cret",
                           "--grpc-restricted-protocol", "trace:other=x")
@@ -235,3 +231,28 @@ def test_every_rpc_of_the_service_has_a_group():
 ])
 def test_http_route_groups(method, path, group):
     assert http_route_group(method, path) == group
+
+
+def test_http_restricted_api_needs_its_header(repo, start_server):
+    import tritonclient.http as httpclient
+
+    server = start_server(repo, "--model-control-mode", "explicit", "--load-model", "simple",
+                          "--http-restricted-api", "model-repository:admin-key=s3cret")
+    client = server.http_client()
+    code = None
+    try:
+        client.unload_model("simple")
+    except Exception as exc:
+        code, message = getattr(exc, "status", lambda: None)(), exc.message()
+    assert (code, message) == ("403", "This API is restricted, expecting header 'admin-key'")
+    assert client.is_model_ready("simple")
+    data = np.arange(16, dtype=np.int32).reshape(1, 16)
+    tensors = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
+    for tensor in tensors:
+        tensor.set_data_from_numpy(data)
+    assert (client.infer("simple", tensors).as_numpy("OUTPUT0") == 2 * data).all()
+    client.unload_model("simple", headers={"admin-key": "s3cret"})
+    client.load_model("simple", headers={"admin-key": "s3cret"})
+    # The gRPC endpoint has its own flag: unrestricted here.
+    assert [m.name for m in server.client().get_model_repository_index().models] == ["simple"]
+    client.close()
