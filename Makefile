@@ -28,7 +28,7 @@ models: setup
 
 serve: models
 	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
-		--http-port $(HTTP_PORT) $(SERVE_ARGS)
+		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
 test: models
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
@@ -38,6 +38,12 @@ test-fast: models
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer
+# (after `make models`; CI runs it after `make test`, so setup is not repeated).
+.PHONY: wheel-smoke
+wheel-smoke:
+	bash scripts/wheel_smoke.sh
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -14,6 +14,9 @@
 #                   grpc_client.py  grpc_explicit_byte_content_client.py
 #                   grpc_explicit_int_content_client.py  grpc_explicit_int8_content_client.py
 #                   grpc_image_client.py  image_client.py  simple_grpc_model_control.py
+#                   simple_grpc_sequence_sync_infer_client.py
+#                   simple_grpc_sequence_stream_infer_client.py
+#                   simple_grpc_aio_sequence_stream_infer_client.py
 #                 Missing files are reported as SKIP.
 #   URL           the server's gRPC address (default localhost:8001).
 #
@@ -32,6 +35,9 @@
 #   PYTHON       interpreter with tritonclient[grpc] and Pillow (default: python);
 #                image_client.py also needs tritonclient[http] importable
 #                (geventhttpclient, aiohttp), else its rows are SKIP
+#   DYNA_URL     a server whose repository adds simple_string_dyna_sequence (as
+#                Triton's qa/L0_grpc builds it; see make_string_dyna_sequence in
+#                examples/make_models.py): the sequence examples also run with -d
 #   TIMEOUT      seconds allowed per example (default: 60)
 #   LOG_DIR      where each example's output is kept (default: a new temp dir)
 #
@@ -146,16 +152,24 @@ run() {
 
 run infer              "PASS: infer"           simple_grpc_infer_client.py -u "$URL"
 run async_infer        "PASS: Async infer"     simple_grpc_async_infer_client.py -u "$URL"
-run aio_infer          "PASS: infer"           simple_grpc_aio_infer_client.py -u "$URL"
+run aio_infer          "PASS: grpc aio infer"  simple_grpc_aio_infer_client.py -u "$URL"
 run health_metadata    ""                      simple_grpc_health_metadata.py -u "$URL"
 run string_infer       "PASS: string"          simple_grpc_string_infer_client.py -u "$URL"
-run custom_args        "PASS: KeepAlive"       simple_grpc_custom_args_client.py -u "$URL"
+run custom_args        "PASS: CustomArgs"      simple_grpc_custom_args_client.py -u "$URL"
 xfail "unexpected inference (input|output) '(input|InceptionV3/Predictions/Softmax)' for model 'densenet_onnx'" \
     "example bug: sends Inception tensors ('input' [1,299,299,3] -> 'InceptionV3/Predictions/Softmax') to densenet_onnx; Triton rejects them too"
 run grpc_client        "PASS"                  grpc_client.py -u "$URL"
 run explicit_byte      "PASS: explicit string" grpc_explicit_byte_content_client.py -u "$URL"
 run explicit_int       "PASS: explicit int"    grpc_explicit_int_content_client.py -u "$URL"
 run explicit_int8      "PASS: explicit int8"   grpc_explicit_int8_content_client.py -u "$URL"
+run sequence_sync      "PASS: Sequence"        simple_grpc_sequence_sync_infer_client.py -u "$URL"
+run sequence_stream    "PASS: Sequence"        simple_grpc_sequence_stream_infer_client.py -u "$URL"
+run aio_sequence       "PASS: grpc aio sequence stream" simple_grpc_aio_sequence_stream_infer_client.py -u "$URL"
+if [[ -n ${DYNA_URL:-} ]]; then
+    run sequence_sync_d    "PASS: Sequence"    simple_grpc_sequence_sync_infer_client.py -u "$DYNA_URL" -d
+    run sequence_stream_d  "PASS: Sequence"    simple_grpc_sequence_stream_infer_client.py -u "$DYNA_URL" -d
+    run aio_sequence_d     "PASS: grpc aio sequence stream" simple_grpc_aio_sequence_stream_infer_client.py -u "$DYNA_URL" -d
+fi
 if [[ $HAVE_PIL -eq 1 ]]; then
     IMG_ARGS=(-m densenet_onnx -c 3 -s INCEPTION)
     run grpc_image         "PASS" grpc_image_client.py -u "$URL" "${IMG_ARGS[@]}" "$MUG"

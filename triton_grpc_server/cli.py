@@ -18,6 +18,16 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
 
 
+def _trace_config(text: str) -> str:
+    from .trace import parse_trace_config
+
+    try:
+        parse_trace_config([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="triton_grpc_server",
@@ -46,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")
     p.add_argument("--allow-http", type=_bool, metavar="BOOL")
+    p.add_argument("--allow-client-shm", type=_bool, metavar="BOOL",
+                   help="let clients register system/CUDA shared memory (default false)")
+    p.add_argument("--trace-config", action="append", type=_trace_config, metavar="[MODE,]SETTING=VALUE",
+                   help="trace setting, repeatable: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+                        "count=N, mode=triton|opentelemetry, triton,file=PATH, "
+                        "triton,log-frequency=N, opentelemetry,url=URL")
     p.add_argument("--strict-model-config", type=_bool, metavar="BOOL",
                    help="true: do not auto-complete model configurations")
     p.add_argument("--disable-auto-complete-config", dest="strict_model_config",

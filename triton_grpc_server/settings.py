@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     allow_grpc: bool = True
     allow_http: bool = True
 
+    allow_client_shm: bool = False
+    """Let clients register system and CUDA shared memory (Triton's default since 2.69: off)."""
+
+    trace_config: list[str] = Field(default_factory=list)
+    """``--trace-config`` values, Triton's syntax: ``level=TIMESTAMPS``, ``rate=100``,
+    ``triton,file=/tmp/trace.json``, ``mode=opentelemetry``, ``opentelemetry,url=...``."""
+
     strict_model_config: bool = False
     """True disables auto-completion of model configurations from model files."""
     exit_on_error: bool = True
