@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8001
+HTTP_PORT ?= 8000
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup compile debug models serve test test-fast bench gpu-check clean
@@ -25,7 +27,8 @@ models: setup
 	$(PY) examples/make_models.py examples/models
 
 serve: models
-	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT)
+	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
+		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
 test: models
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
