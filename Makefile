@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8001
+HTTP_PORT ?= 8000
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup compile debug models serve test test-fast bench gpu-check clean
@@ -25,7 +27,8 @@ models: setup
 	$(PY) examples/make_models.py examples/models
 
 serve: models
-	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT)
+	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
+		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
 test: models
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
@@ -35,6 +38,12 @@ test-fast: models
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer
+# (after `make models`; CI runs it after `make test`, so setup is not repeated).
+.PHONY: wheel-smoke
+wheel-smoke:
+	bash scripts/wheel_smoke.sh
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -6,7 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from ._version import TRITON_COMPAT_VERSION, __version__
-from .settings import GRPC_MAX_MESSAGE_BYTES, Settings
+from .settings import GRPC_MAX_MESSAGE_BYTES, HTTP_MAX_INPUT_SIZE, Settings
 
 
 def _bool(text: str) -> bool:
@@ -16,6 +16,16 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
+
+
+def _trace_config(text: str) -> str:
+    from .trace import parse_trace_config
+
+    try:
+        parse_trace_config([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,11 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest gRPC message in bytes (default {GRPC_MAX_MESSAGE_BYTES})")
     p.add_argument("--infer-codec", choices=["auto", "cython", "python"],
                    help="ModelInfer wire codec (default auto: Cython when built)")
-    p.add_argument("--http-port", type=int, help="reserved: HTTP/REST frontend (not served yet)")
+    p.add_argument("--http-port", type=int, help="HTTP/REST port (default 8000)")
+    p.add_argument("--http-address", help="address the HTTP frontend binds (default 0.0.0.0)")
+    p.add_argument("--http-thread-count", type=int,
+                   help="threads for the HTTP frontend's blocking calls (default 8)")
+    p.add_argument("--http-max-input-size", type=int, metavar="BYTES",
+                   help=f"largest HTTP request body in bytes (default {HTTP_MAX_INPUT_SIZE})")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
     p.add_argument("--allow-metrics", type=_bool, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, metavar="BOOL")
     p.add_argument("--allow-http", type=_bool, metavar="BOOL")
+    p.add_argument("--allow-client-shm", type=_bool, metavar="BOOL",
+                   help="let clients register system/CUDA shared memory (default false)")
+    p.add_argument("--trace-config", action="append", type=_trace_config, metavar="[MODE,]SETTING=VALUE",
+                   help="trace setting, repeatable: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+                        "count=N, mode=triton|opentelemetry, triton,file=PATH, "
+                        "triton,log-frequency=N, opentelemetry,url=URL")
     p.add_argument("--strict-model-config", type=_bool, metavar="BOOL",
                    help="true: do not auto-complete model configurations")
     p.add_argument("--disable-auto-complete-config", dest="strict_model_config",

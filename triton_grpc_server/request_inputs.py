@@ -82,9 +82,11 @@ def backend_parameters(request) -> dict:
 class RequestValidator:
     """Validates one request against one model version and builds its input arrays."""
 
-    def __init__(self, request, model):
+    def __init__(self, request, model, buffers=None):
+        """``buffers``: the request's shared-memory inputs (``buffers.RequestBuffers``), if any."""
         self.request = request
         self.model = model
+        self.buffers = buffers
         self.name = model.name
         self.prefix = f"[request id: {request.id}] " if request.id else ""
 
@@ -98,7 +100,11 @@ class RequestValidator:
         raw = self.request.raw_input_contents
         raw_index = 0
         sources = []
-        for tensor in self.request.inputs:
+        for index, tensor in enumerate(self.request.inputs):
+            # An input in shared memory: resolved by the buffer layer, uses no raw entry.
+            if self.buffers is not None and self.buffers.inputs[index] is not None:
+                sources.append(self.buffers.input_source(index))
+                continue
             if tensor.contents is not None:
                 if raw:
                     raise InvalidArgument(

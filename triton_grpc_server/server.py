@@ -94,6 +94,7 @@ def run(settings: Settings) -> int:
                                  create_metrics_server))
     finally:
         control.stop()
+        dataplane.close()
         repository.close()
     log.info("stopped")
     return code

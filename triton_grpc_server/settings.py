@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # gRPC's largest message: lengths are int32 on the wire.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+# Triton's --http-max-input-size default (64 MiB).
+HTTP_MAX_INPUT_SIZE = 64 * 2**20
 
 
 class Settings(BaseSettings):
@@ -30,12 +32,25 @@ class Settings(BaseSettings):
     infer_codec: Literal["auto", "cython", "python"] = "auto"
     """ModelInfer wire codec: the Cython one (auto, when built) or protobuf's."""
 
+    http_address: str = "0.0.0.0"
+    """Address the HTTP/REST frontend binds (Triton's default: all interfaces)."""
     http_port: int = 8000
-    """Reserved for the HTTP/REST frontend (not served yet)."""
+    http_thread_count: int = 8
+    """Worker threads for the HTTP frontend's blocking calls (model loads and unloads);
+    inference goes through the data plane's own path."""
+    http_max_input_size: int = HTTP_MAX_INPUT_SIZE
+    """Largest HTTP request body (and decompressed body) in bytes."""
     metrics_port: int = 8002
     allow_metrics: bool = True
     allow_grpc: bool = True
-    allow_http: bool = False
+    allow_http: bool = True
+
+    allow_client_shm: bool = False
+    """Let clients register system and CUDA shared memory (Triton's default since 2.69: off)."""
+
+    trace_config: list[str] = Field(default_factory=list)
+    """``--trace-config`` values, Triton's syntax: ``level=TIMESTAMPS``, ``rate=100``,
+    ``triton,file=/tmp/trace.json``, ``mode=opentelemetry``, ``opentelemetry,url=...``."""
 
     strict_model_config: bool = False
     """True disables auto-completion of model configurations from model files."""

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from concurrent import futures
-from typing import Callable, Optional
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +25,7 @@ from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
 from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code
 from ..senders import StreamSender
+from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,39 @@ class GRPCInferenceServicer:
         return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
 
     # -- inference (coroutines on the loop) -----------------------------------
+    # -- shared memory and trace: the managers do the work (shared_memory.py, trace.py)
+    def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, SYSTEM)
+        return pb.SystemSharedMemoryStatusResponse(regions={r.name: _system_region(r) for r in regions})
+
+    def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_system(request.name, request.key, request.offset,
+                                                     request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, SYSTEM)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def CudaSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, CUDA)
+        return pb.CudaSharedMemoryStatusResponse(regions={r.name: _cuda_region(r) for r in regions})
+
+    def CudaSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_cuda(request.name, request.raw_handle,
+                                                   request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    def CudaSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, CUDA)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    def TraceSetting(self, request, context):
+        values = {key: list(setting.value) for key, setting in request.settings.items()}
+        settings = self.dataplane.trace_setting(request.model_name, values)
+        return pb.TraceSettingResponse(settings={
+            key: pb.TraceSettingResponse.SettingValue(value=value) for key, value in settings.items()})
+
     async def ModelInfer(self, data: bytes, context) -> bytes:
         codec = self.codec
         request = codec.decode_request(data)
@@ -150,17 +184,17 @@ class _Stream:
         self.ordered: deque[_Slot] = deque()
         self.open: set = set()        # requests without their final answer
         self.reading = True
-        self.failure: Optional[BaseException] = None  # triton_grpc_error: end with this
 
     async def serve(self, requests) -> None:
         reader = asyncio.ensure_future(self._read(requests))
         try:
             while True:
                 while self.outbox:
-                    await self.context.write(self.outbox.popleft())
-                if self.failure is not None:
-                    code, message = error_status(self.failure, "ModelStreamInfer")
-                    await self.context.abort(code, message)
+                    message = self.outbox.popleft()
+                    if isinstance(message, _Fatal):  # triton_grpc_error: end with its status
+                        code, text = error_status(message.error, "ModelStreamInfer")
+                        await self.context.abort(code, text)
+                    await self.context.write(message)
                 if not self.reading and not self.open and not self.outbox:
                     break
                 self.wakeup.clear()
@@ -202,10 +236,8 @@ class _Stream:
         value, final, slot = item
         request = slot.request
         if isinstance(value, BaseException):
-            if self.grpc_errors:
-                if self.failure is None:
-                    self.failure = value
-                message = None
+            if self.grpc_errors:  # in its place in the order, like a response
+                message = _Fatal(value)
             else:
                 message = self._encode(self._bare_response(request, final),
                                        error_status(value, "ModelStreamInfer")[1])
@@ -244,10 +276,29 @@ class _Stream:
 
     def _error_message(self, request, exc: BaseException) -> None:
         if self.grpc_errors:
-            self.failure = self.failure or exc
+            self.outbox.append(_Fatal(exc))
         else:
             self.outbox.append(self.codec.encode_stream_response(None, error_status(exc, "")[1]))
         self.wakeup.set()
+
+
+class _Fatal:
+    """In a stream's outbox: end the stream with this error's status (triton_grpc_error)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _system_region(region) -> pb.SystemSharedMemoryStatusResponse.RegionStatus:
+    return pb.SystemSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size)
+
+
+def _cuda_region(region) -> pb.CudaSharedMemoryStatusResponse.RegionStatus:
+    return pb.CudaSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, device_id=region.device_id, byte_size=region.byte_size)
 
 
 def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:

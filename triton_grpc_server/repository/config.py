@@ -14,7 +14,7 @@ from google.protobuf import json_format, text_format
 
 from .._proto import model_config_pb2 as mc
 from ..backends import backend_name_for, load_backend_class, platform_for, FILE_HINTS
-from ..errors import InvalidArgument, TritonError, Unsupported
+from ..errors import InvalidArgument, TritonError
 from ..tensors import CONFIG_TO_WIRE
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,12 @@ def fill_defaults(config) -> None:
     """The defaults Triton writes into a normalized config."""
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if config.HasField("sequence_batching"):
+        from ..scheduler.sequence_batcher import fill_sequence_defaults
+
+        fill_sequence_defaults(config)
+    if config.platform == "ensemble":
+        return  # an ensemble has no instances of its own (Triton leaves instance_group empty)
     if not config.instance_group:
         group = config.instance_group.add()
         group.kind = mc.ModelInstanceGroup.KIND_CPU
@@ -146,10 +152,14 @@ def validate_config(config) -> None:
                     raise InvalidArgument(
                         f"model {kind} '{tensor.name}' dimension must be integer >= 1, or -1 to "
                         f"indicate a variable-size dimension for {name}")
-    if config.HasField("sequence_batching") or config.HasField("ensemble_scheduling"):
-        # Serving these as stateless models would silently give wrong answers.
-        kind = "sequence_batching" if config.HasField("sequence_batching") else "ensemble_scheduling"
-        raise Unsupported(f"model '{name}': {kind} is not supported by this server yet")
+    if config.HasField("sequence_batching"):
+        from ..scheduler.sequence_batcher import validate_sequence_config
+
+        validate_sequence_config(config)
+    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        from ..scheduler.ensemble import plan_ensemble
+
+        plan_ensemble(config)
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         # Triton ignores the batcher for non-batching models with a warning.
         log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)

@@ -103,7 +103,7 @@ class ModelVersion:
             for instance in instances:
                 instance.close()
             raise
-        self.scheduler = create_scheduler(self.config, instances, self.stats)
+        self.scheduler = create_scheduler(self.config, instances, self.stats, context)
         self._read_request_facts()
         self.state = READY
 
@@ -206,7 +206,10 @@ class ModelRepository:
 
     # -- lifecycle -------------------------------------------------------
     def scan(self) -> list[str]:
-        return model_names(self.root)
+        from ..scheduler.ensemble import is_ensemble_dir
+
+        # Ensembles last, after the models their steps use (Triton loads dependencies first).
+        return sorted(model_names(self.root), key=lambda n: is_ensemble_dir(self.root / n))
 
     def load_all(self) -> None:
         for name in self.scan():
@@ -263,6 +266,7 @@ class ModelRepository:
                                       f"policy of model '{name}'")
             entry.config = config
             context = BackendContext(name, self.settings)
+            context.model_dir, context.repository = model_dir, self  # sequence state, ensembles
             for version in selected:
                 model_version = ModelVersion(name, version, config, model_dir)
                 entry.versions[version] = model_version
