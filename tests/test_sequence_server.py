@@ -249,3 +249,26 @@ def test_uint64_id_above_int64(server):
                    for i, v in enumerate([4, 5])]
     values = [int(np.frombuffer(a.raw_output_contents[0], np.int32)[0]) for a in answers]
     assert values == [5, 5 - 2]   # END adds CORRID cast to INT32: 2**64-2 -> -2
+
+
+def test_sequences_over_http(server):
+    import tritonclient.http as httpclient
+
+    def http_infer(client, model, sequence_id, value, start=False, end=False):
+        tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+        tensor.set_data_from_numpy(np.full([1, 1], value, np.int32))
+        result = client.infer(model, [tensor], sequence_id=sequence_id, sequence_start=start,
+                              sequence_end=end)
+        return int(result.as_numpy("OUTPUT")[0][0])
+
+    client = server.http_client()
+    try:
+        a = [http_infer(client, "simple_dyna_sequence", 51, 4, start=True)]
+        b = [http_infer(client, "simple_string_dyna_sequence", "52", 4, start=True)]
+        a.append(http_infer(client, "simple_dyna_sequence", 51, 1, end=True))
+        b.append(http_infer(client, "simple_string_dyna_sequence", "52", 1, end=True))
+        assert a == [5, 1 + 51] and b == [4, 5 + 52]
+        with pytest.raises(InferenceServerException, match="must specify the START flag"):
+            http_infer(client, "simple_sequence", 53, 1)
+    finally:
+        client.close()
