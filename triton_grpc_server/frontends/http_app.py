@@ -19,7 +19,7 @@ from typing import Optional
 import orjson
 
 from ..errors import InternalError, InvalidArgument, TritonError, Unsupported, http_status
-from . import http_codec, http_generate, http_views
+from . import http_codec, http_generate, http_shm_trace, http_views
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,17 @@ class TritonHttpApp:
                 return await self.generate(request, model, version, kind == "generate_stream",
                                            send)
             if kind == "trace/setting" and not version:
-                return self._not_served(request, "trace", "trace")
+                return await http_shm_trace.trace_setting(self, request, model)
         if path == "/v2":
             return self.server_metadata(request)
         match = SERVER_ROUTE.fullmatch(path)
         if match:
             return self.server_health(request, match.group(1))
-        if SYSTEM_SHM_ROUTE.fullmatch(path) or CUDA_SHM_ROUTE.fullmatch(path):
-            return self._not_served(request, "shared-memory", "shared memory")
+        for pattern, kind in ((SYSTEM_SHM_ROUTE, "system"), (CUDA_SHM_ROUTE, "cuda")):
+            match = pattern.fullmatch(path)
+            if match:
+                return await http_shm_trace.shared_memory(self, request, kind, match.group(1) or "",
+                                                          match.group(2))
         match = REPOSITORY_ROUTE.fullmatch(path)
         if match:
             repository, kind, model, action = match.groups()
@@ -164,7 +167,7 @@ class TritonHttpApp:
                 return await self.repository_index(request, repository or "")
             return await self.repository_control(request, repository or "", model, action)
         if TRACE_ROUTE.fullmatch(path):
-            return self._not_served(request, "trace", "trace")
+            return await http_shm_trace.trace_setting(self, request)
         return error_response(404, "Not Found")
 
     def _not_served(self, request, category: str, what: str) -> Response:
