@@ -16,6 +16,7 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04
 # ---------------------------------------------------------------------------
 # gpu-wheel: the same wheel for the CUDA base's Python (3.12 on Ubuntu 24.04).
 FROM ${CUDA_IMAGE} AS gpu-wheel
+ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-dev python3-venv gcc libc6-dev \
@@ -28,6 +29,7 @@ RUN /opt/build/bin/python -m build --wheel --outdir /dist .
 # ---------------------------------------------------------------------------
 # gpu: NVIDIA CUDA runtime base, TensorRT's lean runtime wheel, NVML GPU metrics.
 FROM ${CUDA_IMAGE} AS gpu
+ARG DEBIAN_FRONTEND=noninteractive
 ARG EXTRAS=tensorrt,onnxruntime,metrics,gpu-metrics
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PYTHONDONTWRITEBYTECODE=1 \

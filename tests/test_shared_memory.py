@@ -36,6 +36,7 @@ def server(request, tmp_path_factory):
     models.identity_model(repo, "id_fp32", "FP32", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "id_bytes", "BYTES", max_batch_size=0, dims=[-1])
     models.identity_model(repo, "cls_fp32", "FP32", max_batch_size=0, dims=[4])
+    models.simple_model(repo, "simple_static", max_batch_size=0)  # fixed shapes: io_binding
     yield from models.serve(repo, "--allow-client-shm", "true", "--allow-metrics", "false",
                             *models.INFER_FRONTENDS[request.param])
 
@@ -238,6 +239,54 @@ def test_infer_bytes_and_fp32_through_shared_memory(client, regions):
     out.set_shared_memory(oname, 4000)
     client.infer("id_fp32", [tensor], outputs=[out])
     np.testing.assert_array_equal(shm.get_contents_as_numpy(oh, np.float32, [1000]), data)
+
+
+def test_fixed_shape_outputs_written_straight_into_regions(client, regions):
+    """simple_static's outputs have fixed shapes, so ONNX Runtime writes OUTPUT0 into its
+    region itself (io_binding) while OUTPUT1 goes over the wire; INPUT1 is raw."""
+    a = np.arange(16, dtype=np.int32)
+    b = np.full(16, 5, dtype=np.int32)
+    (i0, k0, h0), (o0, ko, ho) = regions(64), regions(128)
+    client.register_system_shared_memory(i0, k0, 64)
+    client.register_system_shared_memory(o0, ko, 128)
+    shm.set_shared_memory_region(h0, [a])
+    inputs = [grpcclient.InferInput("INPUT0", [16], "INT32"),
+              grpcclient.InferInput("INPUT1", [16], "INT32")]
+    inputs[0].set_shared_memory(i0, 64)
+    inputs[1].set_data_from_numpy(b)
+    outputs = [grpcclient.InferRequestedOutput("OUTPUT0"), grpcclient.InferRequestedOutput("OUTPUT1")]
+    outputs[0].set_shared_memory(o0, 64, offset=64)
+    result = client.infer("simple_static", inputs, outputs=outputs)
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(ho, np.int32, [16], offset=64), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    # too small for the output: not bound, and the usual error
+    outputs[0].set_shared_memory(o0, 32)
+    code, message = error_of(client.infer, "simple_static", inputs, outputs=outputs)
+    assert code == "INTERNAL" and "(32 bytes) should be at least 64 bytes" in message
+
+
+def test_onnxruntime_run_into_binds_outputs_to_the_given_memory(tmp_path):
+    from triton_grpc_server.backends.onnxruntime import OnnxRuntimeBackend
+    from triton_grpc_server.backends.base import BackendContext
+    from triton_grpc_server.repository.config import read_config
+
+    repo = tmp_path / "models"
+    model_dir = models.simple_model(repo, "fixed", max_batch_size=0)
+    config = read_config(model_dir)
+    backend = OnnxRuntimeBackend(config, 1, model_dir / "1" / "model.onnx",
+                                 BackendContext("fixed"))
+    instance = backend.create_instance(0, "KIND_CPU", 0)
+    a, b = np.arange(16, dtype=np.int32), np.ones(16, dtype=np.int32)
+    window = np.zeros(64, dtype=np.uint8)
+    out = instance.run_into({"INPUT0": a, "INPUT1": b}, ["OUTPUT0", "OUTPUT1"], {},
+                            {"OUTPUT0": window})
+    assert np.shares_memory(out["OUTPUT0"], window)  # written in place, no copy
+    np.testing.assert_array_equal(window.view(np.int32), a + b)
+    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+    small = np.zeros(8, dtype=np.uint8)  # does not fit: ONNX Runtime's own buffer
+    out = instance.run_into({"INPUT0": a, "INPUT1": b}, ["OUTPUT0"], {}, {"OUTPUT0": small})
+    assert not np.shares_memory(out["OUTPUT0"], small)
+    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
 
 
 def test_input_region_larger_than_tensor_is_a_byte_size_mismatch(client, regions):
@@ -449,3 +498,82 @@ def test_cuda_shared_memory_cross_process(server):
     proc = subprocess.run([sys.executable, "-c", CUDA_CLIENT, server.url], capture_output=True,
                           text=True, timeout=120)
     assert "CUDA-SHM-OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- the HTTP twins ----------------------------------------------------------------------------
+
+def test_http_register_infer_status_unregister(server, regions):
+    import tritonclient.http as httpclient
+
+    c = server.http_client()
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 2, dtype=np.int32)
+    names = []
+    handles = []
+    for data in (a, b, None):
+        name, key, handle = regions(PAGE + 64)
+        c.register_system_shared_memory(name, key, 64, offset=PAGE)
+        if data is not None:
+            shm.set_shared_memory_region(handle, [data], offset=PAGE)
+        names.append(name)
+        handles.append(handle)
+    status = c.get_system_shared_memory_status()
+    assert sorted(r["name"] for r in status) == sorted(names)
+    row = c.get_system_shared_memory_status(names[0])[0]
+    assert (row["key"], row["offset"], row["byte_size"]) == ("/" + names[0], PAGE, 64)
+    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+              httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_shared_memory(names[0], 64)
+    inputs[1].set_shared_memory(names[1], 64)
+    outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+               httpclient.InferRequestedOutput("OUTPUT1", binary_data=False)]
+    outputs[0].set_shared_memory(names[2], 64)
+    result = c.infer("simple", inputs, outputs=outputs)
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(handles[2], np.int32, [1, 16],
+                                                            offset=PAGE), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    with pytest.raises(InferenceServerException, match="already in manager"):
+        c.register_system_shared_memory(names[0], "/" + names[0], 64)
+    with pytest.raises(InferenceServerException,
+                       match="Unable to find system shared memory region: 'nope'"):
+        c.get_system_shared_memory_status("nope")
+    c.unregister_system_shared_memory(names[0])
+    assert len(c.get_system_shared_memory_status()) == 2
+    c.unregister_system_shared_memory()
+    assert c.get_system_shared_memory_status() == []
+    assert c.get_cuda_shared_memory_status() == []
+    with pytest.raises(InferenceServerException, match="invalid args"):
+        c.register_cuda_shared_memory("c", base64.b64encode(bytes(64)), 0, 64)
+    c.close()
+
+
+def test_http_register_errors(server, regions):
+    """Raw requests: the body checks tritonclient never lets a client get wrong."""
+    import http.client
+    import json
+
+    def post(path, body):
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        conn.request("POST", path, body=json.dumps(body) if body is not None else None)
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+        return response.status, (json.loads(text).get("error") if text else "")
+
+    name, key, _ = regions(64)
+    base = "/v2/systemsharedmemory"
+    assert post(f"{base}/register", {"key": key, "byte_size": 64}) == (
+        400, "'region name' is necessary to register system shared memory region")
+    assert post(f"{base}/region/{name}/register", {"byte_size": 64}) == (
+        400, "Shared memory register request has no 'key' field")
+    assert post(f"{base}/region/{name}/register", {"key": key}) == (
+        400, "Shared memory register request has no 'byte_size' field")
+    assert post(f"{base}/region/{name}/register", {"key": key, "byte_size": -1}) == (
+        500, "attempt to access JSON non-unsigned-integer as unsigned-integer")
+    assert post(f"/v2/cudasharedmemory/region/c/register",
+                {"raw_handle": {"b64": "AAAA"}, "device_id": 0, "byte_size": 8}) == (
+        400, "'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    conn.request("POST", f"{base}/status")
+    assert conn.getresponse().status == 405
+    conn.close()

@@ -159,7 +159,10 @@ class RequestBuffers:
                 if target.region.kind == CUDA:
                     _copy_to_device(target, source)
                 else:
-                    target.view()[:size] = source
+                    window = target.view()
+                    # A backend given the window (output_destinations) wrote it there already.
+                    if _address(window) != _address(source):
+                        window[:size] = source
             output.data = b""
 
     def release(self) -> None:
@@ -204,6 +207,20 @@ class BufferedSender:
         return getattr(self.sender, name)
 
 
+def output_destinations(work) -> Optional[dict]:
+    """Writable host windows (uint8 arrays) of the request's outputs bound to system
+    regions, for a backend that can write its outputs straight into them; else None.
+
+    ``work`` is a ``ScheduledRequest``; its sender is a :class:`BufferedSender` (maybe
+    under the tracer's) exactly when the request has tensors in shared memory.
+    """
+    buffers = getattr(work.sender, "buffers", None)
+    if buffers is None or not buffers.outputs:
+        return None
+    return {name: np.frombuffer(target.view(), dtype=np.uint8)
+            for name, target in buffers.outputs.items() if target.region.kind != CUDA} or None
+
+
 def resolve_buffers(manager: Optional[SharedMemoryManager], request) -> Optional[RequestBuffers]:
     """The request's shared-memory buffers, or None when no tensor carries parameters.
 
@@ -233,6 +250,10 @@ def _input_buffer(region: Region, offset: int, byte_size: int) -> InputBuffer:
             _cuda_layer().memcpy_d2h(host.ctypes.data, region.pointer + offset, byte_size)
         return InputBuffer(host, GPU, region.device_id, region)
     return InputBuffer(region.buffer[offset:offset + byte_size], CPU, 0, region)
+
+
+def _address(view: memoryview) -> int:
+    return np.frombuffer(view, dtype=np.uint8).ctypes.data
 
 
 def _copy_to_device(target: OutputBuffer, source: memoryview) -> None:

@@ -13,6 +13,7 @@ sees a device; nothing here is imported unless metrics are enabled.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Iterable, Optional
 
 from .stats import FAILURE_REASONS
@@ -147,6 +148,17 @@ class GpuCollector:
         yield from families.values()
 
 
+# Exposition text appended after the registry's: callables returning text in the
+# Prometheus format, for families prometheus_client would rename (it adds
+# ``_total`` to counters; Python models' own counters keep the name they chose).
+TEXT_SOURCES: list = []
+
+
+def register_text_source(source) -> None:
+    if source not in TEXT_SOURCES:
+        TEXT_SOURCES.append(source)
+
+
 class MetricsServer:
     """The ``/metrics`` HTTP endpoint over a registry this server owns."""
 
@@ -160,13 +172,38 @@ class MetricsServer:
             self.registry.register(collector)
         self._httpd = self._thread = None
 
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        text = generate_latest(self.registry)
+        extra = "".join(source() for source in TEXT_SOURCES)
+        return text + extra.encode("utf-8") if extra else text
+
+    def _app(self, environ, start_response):
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = self.exposition()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
     def start(self, address: str, port: int) -> bool:
         """Serve on ``address:port``; a port that can't be bound is a warning, not a failure."""
-        from prometheus_client import start_http_server
+        import socketserver
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        class Server(socketserver.ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, *args):
+                pass
 
         try:
-            self._httpd, self._thread = start_http_server(port, addr=address,
-                                                          registry=self.registry)
+            self._httpd = make_server(address, port, self._app, Server, QuietHandler)
+            self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
+                                            name="metrics-http")
+            self._thread.start()
         except OSError as exc:
             log.warning("failed to start metrics service on %s:%d: %s", address, port, exc)
             return False

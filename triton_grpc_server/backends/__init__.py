@@ -14,6 +14,7 @@ BACKENDS: dict[str, object] = {
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
     "ensemble": "triton_grpc_server.scheduler.ensemble:EnsembleBackend",
+    "python": "triton_grpc_server.backends.python_backend.backend:PythonBackend",
 }
 
 # Triton platform name -> backend name
@@ -29,6 +30,7 @@ FILE_HINTS: dict[str, str] = {
     "model.onnx": "onnxruntime",
     "model.plan": "tensorrt",
     "model.pt": "pytorch",
+    "model.py": "python",
 }
 
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from concurrent import futures
-from typing import Callable, Optional
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -185,17 +185,17 @@ class _Stream:
         self.ordered: deque[_Slot] = deque()
         self.open: set = set()        # requests without their final answer
         self.reading = True
-        self.failure: Optional[BaseException] = None  # triton_grpc_error: end with this
 
     async def serve(self, requests) -> None:
         reader = asyncio.ensure_future(self._read(requests))
         try:
             while True:
                 while self.outbox:
-                    await self.context.write(self.outbox.popleft())
-                if self.failure is not None:
-                    code, message = error_status(self.failure, "ModelStreamInfer")
-                    await self.context.abort(code, message)
+                    message = self.outbox.popleft()
+                    if isinstance(message, _Fatal):  # triton_grpc_error: end with its status
+                        code, text = error_status(message.error, "ModelStreamInfer")
+                        await self.context.abort(code, text)
+                    await self.context.write(message)
                 if not self.reading and not self.open and not self.outbox:
                     break
                 self.wakeup.clear()
@@ -237,10 +237,8 @@ class _Stream:
         value, final, slot = item
         request = slot.request
         if isinstance(value, BaseException):
-            if self.grpc_errors:
-                if self.failure is None:
-                    self.failure = value
-                message = None
+            if self.grpc_errors:  # in its place in the order, like a response
+                message = _Fatal(value)
             else:
                 message = self._encode(self._bare_response(request, final),
                                        error_status(value, "ModelStreamInfer")[1])
@@ -279,10 +277,19 @@ class _Stream:
 
     def _error_message(self, request, exc: BaseException) -> None:
         if self.grpc_errors:
-            self.failure = self.failure or exc
+            self.outbox.append(_Fatal(exc))
         else:
             self.outbox.append(self.codec.encode_stream_response(None, error_status(exc, "")[1]))
         self.wakeup.set()
+
+
+class _Fatal:
+    """In a stream's outbox: end the stream with this error's status (triton_grpc_error)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 def _system_region(region) -> pb.SystemSharedMemoryStatusResponse.RegionStatus:
