@@ -735,3 +735,67 @@ def test_generate_errors(generate_server):
                           {"Content-Encoding": "gzip"})
     assert (status, json.loads(raw)) == (400, {"error": (
         "Unsupported content-encoding, only 'identity' is supported.")})
+
+
+# -- shared memory and trace routes --------------------------------------------------------------
+
+def test_system_shared_memory_over_http(tmp_path):
+    import tritonclient.utils.shared_memory as shm
+
+    repo = tmp_path / "models"
+    models.simple_model(repo, "simple")
+    server = models.start(repo, "--allow-client-shm", "true")
+    key = f"/tgs_http_{server.http_port}"
+    handle = shm.create_shared_memory_region("h_in", key + "_in", 128)
+    out = shm.create_shared_memory_region("h_out", key + "_out", 128)
+    try:
+        with server.http_client() as c:
+            a = np.arange(16, dtype=np.int32).reshape(1, 16)
+            shm.set_shared_memory_region(handle, [a, a])
+            c.register_system_shared_memory("in", key + "_in", 128)
+            c.register_system_shared_memory("out", key + "_out", 128)
+            status = c.get_system_shared_memory_status()
+            assert {r["name"] for r in status} == {"in", "out"}
+            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+                      httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs[0].set_shared_memory("in", 64)
+            inputs[1].set_shared_memory("in", 64, offset=64)
+            outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+                       httpclient.InferRequestedOutput("OUTPUT1", binary_data=False)]
+            outputs[0].set_shared_memory("out", 64)
+            result = c.infer("simple", inputs, outputs=outputs)
+            in_region = result.get_output("OUTPUT0")  # metadata only, as Triton
+            assert in_region["shape"] == [1, 16] and "data" not in in_region
+            assert "binary_data_size" not in in_region.get("parameters", {})
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - a)
+            got = shm.get_contents_as_numpy(out, np.int32, [1, 16])
+            np.testing.assert_array_equal(got, 2 * a)
+            status, message = http_error(c.get_system_shared_memory_status, "nope")
+            assert status == "404"
+            assert message == "Unable to find system shared memory region: 'nope'"
+            c.unregister_system_shared_memory()
+            assert c.get_system_shared_memory_status() == []
+    finally:
+        server.stop()
+        shm.destroy_shared_memory_region(handle)
+        shm.destroy_shared_memory_region(out)
+
+
+def test_shared_memory_refused_without_allow_client_shm(server, client):
+    status, message = http_error(client.register_system_shared_memory, "r", "/k", 8)
+    assert status == "501" and "shared memory" in message.lower()
+    status, _, raw = post(server, "/v2/systemsharedmemory/region/r/status", b"")
+    assert status == 405
+
+
+def test_trace_settings(client):
+    settings = client.get_trace_settings()
+    assert isinstance(settings["trace_level"], list) and isinstance(settings["trace_rate"], str)
+    updated = client.update_trace_settings(settings={"trace_rate": "7"})
+    assert updated["trace_rate"] == "7"
+    per_model = client.update_trace_settings("simple", settings={"trace_count": "3"})
+    assert per_model["trace_count"] == "3" and per_model["trace_rate"] == "7"
+    cleared = client.update_trace_settings(settings={"trace_rate": None})
+    assert cleared["trace_rate"] == settings["trace_rate"]
+    status, message = http_error(client.get_trace_settings, "nope")
+    assert (status, message) == ("400", "Request for unknown model : nope")
