@@ -799,3 +799,26 @@ def test_trace_settings(client):
     assert cleared["trace_rate"] == settings["trace_rate"]
     status, message = http_error(client.get_trace_settings, "nope")
     assert (status, message) == ("400", "Request for unknown model : nope")
+
+
+def test_raw_binary_request(server):
+    """``Inference-Header-Content-Length: 0``: the body is the one input (Triton's raw request)."""
+    data = np.arange(8, dtype=np.float32)
+    status, headers, raw = post(server, "/v2/models/id_fp32/infer", data.tobytes(),
+                                {"Inference-Header-Content-Length": "0"})
+    assert status == 200
+    size = int(headers["inference-header-content-length"])
+    assert json.loads(raw[:size])["outputs"][0]["shape"] == [1, 8]
+    np.testing.assert_array_equal(np.frombuffer(raw[size:], np.float32), data)
+    status, headers, raw = post(server, "/v2/models/fixed_nb/infer", b"",
+                                {"Inference-Header-Content-Length": "0"})
+    assert status == 400 and "input byte size mismatch" in json.loads(raw)["error"]
+    status, _, raw = post(server, "/v2/models/id_bytes/infer", b"427",
+                          {"Inference-Header-Content-Length": "0"})
+    assert (status, json.loads(raw)["error"]) == (
+        400, "For BYTE datatype raw input 'INPUT0', the model must have input shape [1]")
+    status, _, raw = post(server, "/v2/models/simple/infer", b"x" * 64,
+                          {"Inference-Header-Content-Length": "0"})
+    assert (status, json.loads(raw)["error"]) == (
+        400, "Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in "
+             "'simple' model configuration")

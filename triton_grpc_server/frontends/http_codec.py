@@ -102,6 +102,47 @@ def decode_request(model_name: str, model_version: str, body, header_length: int
     return request, OutputPlan(default_binary, binary, in_regions)
 
 
+def decode_raw_request(model_name: str, model_version: str, body, config):
+    """A raw binary request (``Inference-Header-Content-Length: 0``): the whole body is the
+    data of the model's one input, whose shape is deduced as Triton's core does; every
+    output comes back binary."""
+    from ..repository.config import wire_datatype
+
+    if len(config.input) != 1:
+        raise InvalidArgument(
+            f"Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(config.input)} inputs in '{model_name}' model configuration")
+    spec = config.input[0]
+    datatype = wire_datatype(spec)
+    shape = [1] if config.max_batch_size else []
+    dynamic_axis, count = -1, 1
+    for dim in spec.dims:
+        if dim == -1:
+            if dynamic_axis != -1:
+                raise InvalidArgument(
+                    f"The shape of the raw input '{spec.name}' can not be deduced because there "
+                    "are more than one variable-sized dimension")
+            dynamic_axis = len(shape)
+        else:
+            count *= dim
+        shape.append(dim)
+    view = memoryview(body)
+    if datatype == "BYTES":
+        if dynamic_axis != -1 or count != 1:
+            raise InvalidArgument(f"For BYTE datatype raw input '{spec.name}', the model must "
+                                  "have input shape [1]")
+        data = _pack_u32(len(view)) + bytes(view)  # the body is the one element
+    else:
+        if dynamic_axis != -1:
+            itemsize = NUMPY_DTYPES[datatype].itemsize
+            shape[dynamic_axis] = len(view) // count // itemsize if count else 0
+        data = view
+    request = InferRequest(model_name=model_name, model_version=model_version,
+                           inputs=[InferInput(spec.name, datatype, shape, {})],
+                           raw_input_contents=[data])
+    return request, OutputPlan(True, {})
+
+
 def _request_parameters(params) -> tuple[dict, bool]:
     if params is None:
         return {}, False
