@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 import models
 
@@ -611,8 +611,6 @@ def test_load_body_base64_decoded(tmp_path):
     onnx_bytes = (repo / "simple" / "1" / "model.onnx").read_bytes()
     server = models.start(repo, "--model-control-mode", "explicit")
     try:
-        config = (repo / "simple" / "config.pbtxt").read_text()
-        del config
         body = json.dumps({"parameters": {
             "config": json.dumps({"backend": "onnxruntime", "max_batch_size": 8}),
             "file:1/model.onnx": base64.b64encode(onnx_bytes).decode()}}).encode()
@@ -822,3 +820,18 @@ def test_raw_binary_request(server):
     assert (status, json.loads(raw)["error"]) == (
         400, "Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in "
              "'simple' model configuration")
+
+
+def test_http_port_in_use_fails_start_up(tmp_path):
+    repo = tmp_path / "models"
+    models.simple_model(repo, "simple")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = models.start(repo, "--http-port", str(port), wait_ready=False)
+        try:
+            assert server.process.wait(60) == 1
+            assert f"failed to bind HTTP frontend on 127.0.0.1:{port}" in server.log()
+        finally:
+            server.stop()

@@ -11,21 +11,20 @@ an INTERNAL error (HTTP 500), which is why several parse errors here are too.
 from __future__ import annotations
 
 import struct
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import orjson
 
-from ..errors import InternalError, InvalidArgument, Unsupported
-from ..tensors import NUMPY_DTYPES, shape_str
-
 from .._ext.wire import InferInput, InferRequest, RequestedOutput  # the one request type
+from ..errors import InternalError, InvalidArgument
+from ..tensors import NUMPY_DTYPES, shape_str
 
 INT64_MAX = 2**63 - 1
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 MAX_JSON_DEPTH = 100  # Triton's HTTP_MAX_JSON_NESTING_DEPTH
 
-# Request parameters the HTTP frontend parses itself before the core sees them.
+# TritonJson's texts for a value of the wrong JSON type.
 _NOT_UINT = "attempt to access JSON non-unsigned-integer as unsigned-integer"
 _NOT_INT = "attempt to access JSON non-signed-integer as signed-integer"
 _NOT_BOOL = "attempt to access JSON non-boolean as boolean"
