@@ -116,7 +116,7 @@ def test_model_store_alias_and_explicit_mode(simple_repo, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "triton_grpc_server", "--model-store", str(simple_repo),
-         "--grpc-address", "127.0.0.1", "--grpc-port", str(port),
+         "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false",
          "--model-control-mode=explicit", "--load-model", "simple"],
         cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")

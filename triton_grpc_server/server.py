@@ -13,10 +13,9 @@ log = logging.getLogger("triton_grpc_server")
 
 
 def configure_logging(settings: Settings) -> None:
-    level = logging.DEBUG if settings.log_verbose > 0 else (
-        logging.INFO if settings.log_info else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname).1s%(asctime)s %(name)s] %(message)s")
+    from . import logs
+
+    logs.configure(settings)
 
 
 def check_repository(settings: Settings) -> str:
@@ -63,18 +62,34 @@ def run(settings: Settings) -> int:
         from .frontends.grpc_aio import create_grpc_server
     else:
         from .frontends.grpc import create_grpc_server
-    from .metrics import create_metrics_server
+    from .metrics import create_metrics_server, metrics_address
     from .repository import ModelRepository
 
     repository = ModelRepository(settings.model_repository,
                                  auto_complete=not settings.strict_model_config,
                                  settings=settings)
+    # Bound before any model loads: a port in use ends start-up at once, naming it.
+    try:
+        metrics = create_metrics_server(repository, settings)  # None when disabled
+    except OSError as exc:
+        print(f"error: failed to start Metrics service on "
+              f"{metrics_address(settings)}:{settings.metrics_port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    if not repository.scan():
+        log.warning("model repository '%s' is empty: no model will be served",
+                    settings.model_repository)
     control = load_startup_models(repository, settings)
+    from .logs import log_model_table
+
+    log_model_table(repository, log)
     failed = [(n, e.reason) for n, e in repository.entries().items() if e.state != "READY"]
     if failed and settings.exit_on_error:
         for name, reason in failed:
             print(f"error: failed to load '{name}': {reason}", file=sys.stderr)
         print("error: creating server: Internal - failed to load all models", file=sys.stderr)
+        if metrics is not None:
+            metrics.stop()
         repository.close()
         return 1
 
@@ -89,11 +104,14 @@ def run(settings: Settings) -> int:
         reason = "address in use or not available"
     if not bound:
         print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
+        if metrics is not None:
+            metrics.stop()
         repository.close()
         return 1
     server.start()
     log.info("Started GRPCInferenceService at %s", address)
-    metrics = create_metrics_server(repository, settings)  # None when disabled or not installed
+    if metrics is not None:
+        metrics.start()
     control.start()  # the repository poller, in poll mode
 
     stopping.wait()
