@@ -7,11 +7,12 @@ semantics live in this module and the modules it calls.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import _version
+from . import _version, logs
 from .classification import classify
 from .errors import InvalidArgument, TritonError, Unsupported
 from .inference import InferResponse, OutputTensor
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "parameters", "statistics"]
+              "model_configuration", "parameters", "statistics", "logging"]
 
 
 class TensorMetadata:
@@ -65,7 +66,8 @@ class DataPlane:
         return self.repository.all_ready() if strict else True
 
     def server_metadata(self) -> tuple[str, str, list[str]]:
-        return "triton", _version.TRITON_COMPAT_VERSION, list(EXTENSIONS)
+        return (getattr(self.settings, "server_id", "triton"), _version.TRITON_COMPAT_VERSION,
+                list(EXTENSIONS))
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)
@@ -132,10 +134,17 @@ class DataPlane:
                 priority=request.parameters.get("priority", 0),
                 timeout_us=request.parameters.get("timeout", 0), cancelled=cancelled)
             response = self._response(request, model, output_names, results, batch)
-        except Exception:
+        except Exception as exc:
             model.stats.failed(timing)
+            if logs.STATE.verbose:
+                logs.log_request(log, model.name, model.version, request.id,
+                                 exc.status.name if isinstance(exc, TritonError) else type(exc).__name__,
+                                 time.monotonic_ns() - timing.start_ns)
             raise
         model.stats.succeeded(timing)
+        if logs.STATE.verbose:
+            logs.log_request(log, model.name, model.version, request.id, "SUCCESS",
+                             time.monotonic_ns() - timing.start_ns)
         return response
 
     def model_statistics(self, name: str = "", version: str = ""):

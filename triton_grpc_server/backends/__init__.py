@@ -30,6 +30,21 @@ FILE_HINTS: dict[str, str] = {
 }
 
 
+# --backend-config settings: {backend name or "" for all: {setting: value}}; one per process,
+# as Triton hands each backend its configuration once.
+_BACKEND_CONFIG: dict[str, dict[str, str]] = {}
+
+
+def set_backend_config(parsed: dict[str, dict[str, str]]) -> None:
+    _BACKEND_CONFIG.clear()
+    _BACKEND_CONFIG.update(parsed)
+
+
+def backend_config(name: str) -> dict[str, str]:
+    """The settings for backend ``name``: the global ones, overridden by its own."""
+    return {**_BACKEND_CONFIG.get("", {}), **_BACKEND_CONFIG.get(name, {})}
+
+
 def register_backend(name: str, target: str) -> None:
     """Make ``backend: "<name>"`` load ``target`` ("module:Class"); tests add their own backends."""
     BACKENDS[name] = target

@@ -17,7 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._proto import grpc_service_pb2 as pb
 from ..errors import TritonError, Unsupported, grpc_code
+from .. import logs
 from .codecs import load_codec
+from .transport_options import HeaderForwarder
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class GRPCInferenceServicer:
     def __init__(self, dataplane, codec):
         self.dataplane = dataplane
         self.codec = codec
+        self.forward_headers = HeaderForwarder.for_grpc(dataplane.settings)
 
     def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=self.dataplane.server_live())
@@ -105,7 +108,15 @@ class GRPCInferenceServicer:
 
     def ModelInfer(self, data: bytes, context) -> bytes:
         request = self.codec.decode_request(data)
+        if self.forward_headers:
+            request.parameters.update(
+                self.forward_headers.parameters(context.invocation_metadata()))
         return self.codec.encode_response(self.dataplane.infer(request, _cancelled(context)))
+
+    def LogSettings(self, request, context):
+        values = {key: getattr(value, value.WhichOneof("parameter_choice") or "", None)
+                  for key, value in request.settings.items()}
+        return _log_settings_response(logs.update_settings(values))
 
 
 def _cancelled(context) -> Callable[[], bool]:
@@ -139,6 +150,15 @@ def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
             batch_size=size, compute_input=duration(b.compute_input),
             compute_infer=duration(b.compute_infer), compute_output=duration(b.compute_output))
             for size, b in sorted(stats.batch_stats.items())])
+
+
+def _log_settings_response(current: dict) -> pb.LogSettingsResponse:
+    response = pb.LogSettingsResponse()
+    for key, value in current.items():
+        field = ("bool_param" if isinstance(value, bool) else
+                 "uint32_param" if isinstance(value, int) else "string_param")
+        setattr(response.settings[key], field, value)
+    return response
 
 
 def _repository_parameters(parameters) -> dict:
@@ -200,10 +220,9 @@ class ReadinessHealthServicer(health.HealthServicer):
 
 
 def server_options(settings) -> list[tuple[str, int]]:
-    limit = settings.grpc_max_message_bytes
-    return [("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0)]
+    from .transport_options import grpc_server_options
+
+    return grpc_server_options(settings)
 
 
 def create_grpc_server(dataplane, settings) -> grpc.Server:

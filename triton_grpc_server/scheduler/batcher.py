@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .. import logs
 from ..backends.base import BackendInstance
 from ..errors import TritonError, Unavailable
 from ..stats import BACKEND, REJECTED, ModelStats, RequestTiming
@@ -68,6 +69,7 @@ class _Worker:
 
     def __init__(self, batcher: "DynamicBatcher", instance: BackendInstance, index: int):
         self.instance = instance
+        self.index = index
         self.jobs: "queue_module.SimpleQueue" = queue_module.SimpleQueue()
         self.thread = threading.Thread(target=self._run, args=(batcher,), daemon=True,
                                        name=f"instance-{batcher.name}-{index}")
@@ -270,6 +272,9 @@ class DynamicBatcher:
     # -- the instance worker threads -------------------------------------------
     def _execute(self, worker: _Worker, batch: list[QueuedRequest]) -> None:
         start = _now()
+        if logs.STATE.verbose:
+            logs.verbose(log, 1, "model '%s': batch of %d request(s), %d item(s) on instance %d",
+                         self.name, len(batch), sum(r.batch for r in batch), worker.index)
         try:
             inputs, output_names, parameters = self._gather(batch)
             gathered = _now()
