@@ -156,7 +156,7 @@ def _f(name, parse, group, help, dest=None, **kw) -> Flag:
 
 
 B, I, F, S = triton_bool, triton_int, triton_float, str
-GPU_ONLY = "it concerns GPU memory management that the backends' own runtimes do here"
+GPU_ONLY = "GPU selection and device memory are left to the backends' own runtimes"
 NO_TRACE = "tracing is not implemented yet"
 NO_CACHE = "there is no response cache"
 

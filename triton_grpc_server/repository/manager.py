@@ -206,10 +206,9 @@ class ModelRepository:
         self.config_name = getattr(settings, "model_config_name", "") or ""
         self.load_retries = max(0, int(getattr(settings, "model_load_retry_count", 0) or 0))
         if settings is not None and hasattr(settings, "backend_config"):
-            from ..backends import set_backend_config
-            from ..settings import parse_backend_config
+            from ..backends import configure_backends
 
-            set_backend_config(parse_backend_config(settings.backend_config))
+            configure_backends(settings)
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.RLock()
 
