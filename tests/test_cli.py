@@ -1,16 +1,21 @@
 """The command line: bad repositories, --version, Triton's flag names, clean shutdown."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 import models
 from conftest import ROOT, free_port
@@ -186,3 +191,179 @@ def test_sigterm_idle_server_exits_zero(simple_repo):
     started = time.monotonic()
     assert handle.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 10
+
+
+# -- a tritonserver launch line, logs, start-up order ---------------------------------------
+
+ISO8601_RECORD = re.compile(  # Triton's qa/L0_logging/log_format_test.py
+    r"(?P<ISO8601_timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z) (?P<level>\w+) (?P<pid>\d+) "
+    r"(?P<file>.+):(?P<line>\d+)] (?P<message>.*)")
+DEFAULT_RECORD = re.compile(
+    r"(?P<level>\w)(?P<month>\d{2})(?P<day>\d{2}) (?P<timestamp>\d{2}:\d{2}:\d{2}\.\d{6}) "
+    r"(?P<pid>\d+) (?P<file>[\w\.]+):(?P<line>\d+)] (?P<message>.*)")
+
+
+@pytest.fixture(scope="module")
+def auto_repo(tmp_path_factory):
+    """A batchable ONNX model without config.pbtxt, and Triton's simple."""
+    repo = tmp_path_factory.mktemp("launch") / "models"
+    models.add_sub_onnx(repo / "auto" / "1" / "model.onnx")
+    models.simple_model(repo, "simple")
+    return repo
+
+
+def test_tritonserver_launch_line_from_triton_docs(auto_repo):
+    """tritonserver --model-repository=/models --log-verbose=1
+    --backend-config=onnxruntime,default-max-batch-size=8 --metrics-interval-ms=1000
+    --log-format=ISO8601, with python -m triton_grpc_server in its place."""
+    metrics_port = free_port()
+    handle = models.start(auto_repo, f"--model-repository={auto_repo}", "--log-verbose=1",
+                          "--backend-config=onnxruntime,default-max-batch-size=8",
+                          "--metrics-interval-ms=1000", "--log-format=ISO8601",
+                          "--metrics-port", metrics_port)
+    try:
+        client = handle.client()
+        config = client.get_model_config("auto").config
+        assert config.max_batch_size == 8          # the backend config's default, not 4
+        check_simple(handle)
+        client.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            assert b"nv_inference_request_success" in response.read()
+        log = handle.log()
+    finally:
+        assert handle.stop() == 0
+    records = [line for line in log.splitlines() if ISO8601_RECORD.match(line)]
+    assert records, log
+    assert all(ISO8601_RECORD.match(line).group("level") in "EWI" for line in records)
+    assert any("successfully loaded 'auto' version 1" in line for line in records)
+    # --log-verbose=1: a line per request, with model, version and status
+    assert re.search(r"request model=simple version=1 id=\S+ status=SUCCESS duration_us=\d+",
+                     log), log
+    # the model table, as Triton prints it after loading
+    assert re.search(r"^\| Model +\| Version \| Status +\|$", log, re.M)
+    assert re.search(r"^\| auto +\| 1 +\| READY +\|$", log, re.M)
+
+
+def test_default_log_format_and_log_file(simple_repo, tmp_path):
+    log_file = tmp_path / "server.log"
+    handle = models.start(simple_repo, "--log-file", log_file)
+    try:
+        check_simple(handle)
+    finally:
+        assert handle.stop() == 0
+    console = handle.log()
+    text = log_file.read_text()
+    assert "Started GRPCInferenceService" in text
+    assert "Started GRPCInferenceService" not in console
+    lines = [line for line in text.splitlines() if not line.startswith(("+", "|"))]
+    for line in lines:
+        match = DEFAULT_RECORD.match(line)
+        assert match, line
+        message = match.group("message")   # escaped, as Triton's default; "" heads a table
+        assert message == "" or (message.startswith('"') and message.endswith('"')), line
+
+
+def test_json_log_format_and_switches(simple_repo):
+    handle = models.start(simple_repo, "--log-format=json", "--log-info=false",
+                          "--grpc-use-ssl=false")
+    try:
+        check_simple(handle)
+    finally:
+        assert handle.stop() == 0
+    entries = [json.loads(line) for line in handle.log().splitlines() if line.startswith("{")]
+    assert entries
+    assert {e["level"] for e in entries} == {"WARNING"}  # info off; the flag warning stays
+    assert "--grpc-use-ssl has no effect" in entries[0]["message"]
+    assert {"time", "pid", "file", "line", "logger"} <= set(entries[0])
+
+
+def test_busy_metrics_port_fails_before_loading(simple_repo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("--model-repository", simple_repo, "--grpc-port", free_port(),
+                       "--metrics-address", "127.0.0.1", "--metrics-port", port)
+    line = one_line_error(proc)
+    assert f"127.0.0.1:{port}" in line and "Metrics" in line
+
+
+def test_empty_repository_warns(tmp_path):
+    repo = tmp_path / "empty"
+    repo.mkdir()
+    handle = models.start(repo)
+    try:
+        assert handle.client().is_server_ready()
+    finally:
+        assert handle.stop() == 0
+    assert re.search(r"model repository '.*empty' is empty", handle.log())
+
+
+def test_version_lists_backends():
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert re.search(r"backend onnxruntime: onnxruntime(-gpu)? \d", proc.stdout), proc.stdout
+    for backend in ("pytorch", "tensorrt"):
+        assert f"backend {backend}: " in proc.stdout
+
+
+def test_model_config_name(tmp_path):
+    repo = tmp_path / "models"
+    model_dir = models.simple_model(repo, "simple", max_batch_size=8)
+    text = (model_dir / "config.pbtxt").read_text().replace("max_batch_size: 8",
+                                                            "max_batch_size: 2")
+    models.write_text(model_dir / "configs" / "small.pbtxt", text)
+    handle = models.start(repo, "--model-config-name=small")
+    try:
+        client = handle.client()
+        assert client.get_model_config("simple").config.max_batch_size == 2
+        client.close()
+    finally:
+        assert handle.stop() == 0
+
+
+def test_header_forwarding(tmp_path):
+    repo = tmp_path / "models"
+    repo.mkdir()
+    env = models.echo_params_model(repo, tmp_path / "plugins")
+    handle = models.start(repo, "--grpc-header-forward-pattern", "x-fwd-.*", env=env)
+    try:
+        client = handle.client()
+        x = grpcclient.InferInput("INPUT0", [1], "FP32")
+        x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+        result = client.infer("echo_params", [x], headers={"x-fwd-tenant": "blue",
+                                                           "other": "no"})
+        echoed = json.loads(result.as_numpy("PARAMS")[0])["parameters"]
+        assert echoed.get("x-fwd-tenant") == "blue"
+        assert "other" not in echoed
+        with pytest.raises(InferenceServerException, match="is reserved for Triton usage"):
+            client.infer("echo_params", [x], headers={"triton_x-fwd-a": "1"})
+        client.close()
+    finally:
+        handle.stop()
+
+
+def test_reuse_grpc_port(simple_repo):
+    """Two servers on one port with --reuse-grpc-port=true (SO_REUSEPORT); without it the
+    second refuses to start, naming the address."""
+    first = models.start(simple_repo, "--reuse-grpc-port=true")
+    try:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(simple_repo),
+             "--grpc-address", "127.0.0.1", "--grpc-port", str(first.port),
+             "--allow-metrics=false", "--reuse-grpc-port=true"],
+            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3)
+            assert second.poll() is None, second.stderr.read()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+        refused = run_cli("--model-repository", simple_repo, "--grpc-address", "127.0.0.1",
+                          "--grpc-port", first.port, "--allow-metrics=false")
+        assert refused.returncode == 1
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: failed to bind gRPC") and f"127.0.0.1:{first.port}" in last
+        assert "successfully loaded" not in refused.stderr   # refused before loading models
+    finally:
+        first.stop()

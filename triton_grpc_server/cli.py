@@ -10,6 +10,7 @@ as having no effect in this server (``docs/deviations.md`` says why).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -511,6 +512,10 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = parse_settings(argv)
+    # gRPC's C core logs to stderr on its own (e.g. a port it cannot bind, which this
+    # server reports in one clear line); read when grpc is first imported, i.e. below.
+    if "GRPC_VERBOSITY" not in os.environ:
+        os.environ["GRPC_VERBOSITY"] = "ERROR" if settings.log_verbose > 0 else "NONE"
     from . import logs
 
     logs.configure(settings)

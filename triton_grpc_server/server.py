@@ -68,7 +68,8 @@ def run(settings: Settings) -> int:
     repository = ModelRepository(settings.model_repository,
                                  auto_complete=not settings.strict_model_config,
                                  settings=settings)
-    # Bound before any model loads: a port in use ends start-up at once, naming it.
+    # Every port is bound before any model loads: a port in use ends start-up at once,
+    # naming it, instead of after minutes of loading.
     try:
         metrics = create_metrics_server(repository, settings)  # None when disabled
     except OSError as exc:
@@ -76,10 +77,27 @@ def run(settings: Settings) -> int:
               f"{metrics_address(settings)}:{settings.metrics_port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    from .repository.control import ModelControl
+
+    control = ModelControl(repository, settings)
+    dataplane = DataPlane(repository, settings, control=control)
+    server = create_grpc_server(dataplane, settings)
+    address = f"{settings.grpc_address}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        print(f"error: failed to bind gRPC frontend on {address}: address in use or not "
+              "available", file=sys.stderr)
+        if metrics is not None:
+            metrics.stop()
+        return 1
+
     if not repository.scan():
         log.warning("model repository '%s' is empty: no model will be served",
                     settings.model_repository)
-    control = load_startup_models(repository, settings)
+    control.load_startup_models()
     from .logs import log_model_table
 
     log_model_table(repository, log)
@@ -88,26 +106,12 @@ def run(settings: Settings) -> int:
         for name, reason in failed:
             print(f"error: failed to load '{name}': {reason}", file=sys.stderr)
         print("error: creating server: Internal - failed to load all models", file=sys.stderr)
+        server.stop(grace=0)
         if metrics is not None:
             metrics.stop()
         repository.close()
         return 1
 
-    dataplane = DataPlane(repository, settings, control=control)
-    server = create_grpc_server(dataplane, settings)
-    address = f"{settings.grpc_address}:{settings.grpc_port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        bound, reason = 0, str(exc)
-    else:
-        reason = "address in use or not available"
-    if not bound:
-        print(f"error: failed to bind gRPC frontend on {address}: {reason}", file=sys.stderr)
-        if metrics is not None:
-            metrics.stop()
-        repository.close()
-        return 1
     server.start()
     log.info("Started GRPCInferenceService at %s", address)
     if metrics is not None:
