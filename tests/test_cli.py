@@ -367,3 +367,24 @@ def test_reuse_grpc_port(simple_repo):
         assert "successfully loaded" not in refused.stderr   # refused before loading models
     finally:
         first.stop()
+
+
+def test_make_serve_installs_serving_packages_only():
+    """`make serve` installs the core dependencies and the extras it names, none of them
+    test-only (torch, the TensorRT runtime, the clients, pytest)."""
+    import tomllib
+
+    makefile = (ROOT / "Makefile").read_text()
+    serve_rule = re.search(r"^serve: (.*)$", makefile, re.M).group(1).split()
+    assert "setup" not in serve_rule and "setup-serve" in serve_rule
+    extras = re.search(r'^setup-serve:.*\n\t.*pip install[^\n]*-e "\.\[([^\]]*)\]"', makefile,
+                       re.M).group(1).split(",")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = list(project["dependencies"])
+    for extra in extras:
+        installed += project["optional-dependencies"][extra]
+    names = {re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower()
+             for requirement in installed}
+    assert "prometheus-client" in set(re.split(r"[<>=]", d)[0] for d in project["dependencies"])
+    assert not names & {"torch", "tensorrt-lean-cu13", "tritonclient", "pytest", "hypothesis",
+                        "pillow", "pytest-timeout"}, names
