@@ -6,6 +6,11 @@ value syntax: booleans as Triton reads them (``true``/``on``/``1``,
 boolean, ``<backend>,<setting>=<value>`` pairs. A flag either sets a
 :class:`Settings` field, or is accepted, checked, and named in one warning line
 as having no effect in this server (``docs/deviations.md`` says why).
+
+To make an accepted flag act, add its :class:`Settings` field (the flag's name
+with underscores, or ``dest=``) and drop the row's ``effect=``; the flag test
+(``tests/test_flags.py``) then expects the field to be set. This server's own
+flags are in :data:`OWN_FLAGS`.
 """
 from __future__ import annotations
 
@@ -165,7 +170,7 @@ FLAGS: tuple[Flag, ...] = (
     # Server
     _f("id", S, "Server", "Identifier for this server (reported by ServerMetadata).",
        dest="server_id"),
-    _f("exit-timeout-secs", I, "Server",
+    _f("exit-timeout-secs", triton_float, "Server",
        "Seconds shutdown waits for in-flight inferences before exiting anyway (default 30)."),
     # Logging
     _f("log-verbose", int_or_bool, "Logging",
@@ -194,8 +199,8 @@ FLAGS: tuple[Flag, ...] = (
        "Model management: none (load everything at start-up), poll (follow the repository's "
        "changes every --repository-poll-secs) or explicit (load/unload through the API; "
        "--load-model at start-up). Default none."),
-    _f("repository-poll-secs", I, "Model Repository",
-       "Seconds between polls of the repository in poll mode (default 15)."),
+    _f("repository-poll-secs", triton_float, "Model Repository",
+       "Seconds between polls of the repository in poll mode (default 15; fractions allowed)."),
     _f("load-model", S, "Model Repository",
        "Model to load at start-up in explicit mode; repeatable; '*' loads all.",
        repeat=True, metavar="NAME"),
