@@ -168,17 +168,16 @@ def run_load(url: str, model: str, concurrency: int, warmup: float, duration: fl
             np.percentile(merged, 99) * 1e3, batch)
 
 
-class _NoopInstance:
+def _noop_instance(outputs):
     """Returns its outputs at once: what remains is the scheduler's own cost."""
+    from triton_grpc_server.backends.base import ArrayBackendInstance
 
-    def __init__(self, outputs):
-        self.outputs = outputs
+    class NoopInstance(ArrayBackendInstance):
+        name = "noop"
 
-    def execute(self, inputs, output_names, parameters):
-        return self.outputs
-
-    def close(self):
-        pass
+        def run(self, inputs, output_names, parameters):
+            return outputs
+    return NoopInstance()
 
 
 def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
@@ -194,12 +193,14 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
     from triton_grpc_server.backends.base import BackendContext
     from triton_grpc_server.backends.onnxruntime import OnnxRuntimeBackend
     from triton_grpc_server.scheduler import DynamicBatcher, InstancePool
-    from triton_grpc_server.stats import ModelStats, RequestTiming
+    from triton_grpc_server._ext.wire import InferRequest
+    from triton_grpc_server.scheduler.base import ScheduledRequest
+    from triton_grpc_server.senders import BlockingSender
+    from triton_grpc_server.stats import ModelStats
 
     rows = []
     inputs = {"INPUT0": np.random.default_rng(0).random([1, WIDTH_IN], np.float32)}
     names, params = ["OUTPUT0"], {}
-    cancelled = lambda: False  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         instances = []
         for name, model in (("mlp", mlp_model()), ("relu", relu_model())):
@@ -209,7 +210,7 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
             config.parameters["intra_op_thread_count"].string_value = "1"
             backend = OnnxRuntimeBackend(config, 1, path, BackendContext(name))
             instances.append((name, backend.create_instance(0, "KIND_CPU", 0)))
-        noop = _NoopInstance({"OUTPUT0": inputs["INPUT0"]})
+        noop = _noop_instance({"OUTPUT0": inputs["INPUT0"]})
         instances += [("noop", noop), ("noop/batcher", noop)]
         batching = mc.ModelConfig(name="noop", max_batch_size=MAX_BATCH)
         batching.dynamic_batching.SetInParent()
@@ -219,12 +220,14 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
                     else InstancePool([instance], stats))
 
             def direct():
-                instance.execute(inputs, names, params)
+                instance.run(inputs, names, params)
 
             def scheduled():
-                timing = RequestTiming()
-                pool.execute(inputs, names, params, batch=1, timing=timing, cancelled=cancelled)
-                stats.succeeded(timing)
+                sender = BlockingSender()
+                work = ScheduledRequest(InferRequest(sender=sender), None, inputs, names, params,
+                                        1, stats=stats)
+                pool.enqueue(work)  # answered on the instance's worker thread
+                sender.wait()
 
             samples = {"direct": [], "scheduled": []}
             for _ in range(200):
@@ -238,8 +241,7 @@ def overhead(iterations: int) -> list[tuple[str, float, float, float]]:
                     samples[label].append((time.perf_counter() - start) / count * 1e6)
             d, s = statistics.median(samples["direct"]), statistics.median(samples["scheduled"])
             rows.append((name, d, s, s - d))
-            if isinstance(pool, DynamicBatcher):
-                pool.close()
+            pool.close()
     return rows
 
 

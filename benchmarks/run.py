@@ -6,7 +6,8 @@
 
 Everything runs on 127.0.0.1 free ports and is started here: a temporary model
 repository (``add_sub``, ``identity_4m``, written as ONNX), two ceiling servers
-(``benchmarks/ceiling.py``, sync and aio) and our server in each serving loop
+(``benchmarks/ceiling.py``, sync and aio) and our server (``--before DIR`` adds another
+checkout's, e.g. main before a change, in both of its loops)
 with each codec. Each (workload, server) pair is measured ``--repeats`` times,
 interleaved (the server order rotates every repeat), and the medians are
 printed as a Markdown table with ratios to the better ceiling, followed by
@@ -50,13 +51,14 @@ class ServerSpec:
     name: str
     command: list          # argv after the interpreter, {port}/{repo}/{tmp} filled in
     env: dict = dataclasses.field(default_factory=dict)
+    root: Path = ROOT      # the checkout whose package the server runs
 
     @property
     def is_ceiling(self) -> bool:
         return self.name.startswith("ceiling")
 
 
-def server_specs(codecs: list[str], aio_variants: bool) -> list[ServerSpec]:
+def server_specs(codecs: list[str], before: Path | None = None) -> list[ServerSpec]:
     responses = ["--response", "add_sub={tmp}/add_sub.response",
                  "--response", "identity_4m={tmp}/identity_4m.response"]
     specs = [ServerSpec(f"ceiling-{mode}", [str(HERE / "ceiling.py"), "--mode", mode,
@@ -68,13 +70,14 @@ def server_specs(codecs: list[str], aio_variants: bool) -> list[ServerSpec]:
             "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false",
             "--disable-auto-complete-config"]
     for codec in codecs:
-        for loop in ("sync", "aio"):
+        for loop in ("aio",):  # the one serving loop (docs/performance.md)
             specs.append(ServerSpec(f"ours-{loop}-{codec}",
                                     ours + ["--grpc-server", loop, "--infer-codec", codec]))
-    if aio_variants:  # aio with every ModelInfer on the event loop instead of the pool
-        specs.append(ServerSpec(f"ours-aio-{codecs[0]}-inline",
-                                ours + ["--grpc-server", "aio", "--infer-codec", codecs[0],
-                                        "--grpc-aio-inline-bytes", str(2**31 - 1)]))
+    if before is not None:  # another checkout (e.g. main before a change), same run
+        for loop in ("sync", "aio"):
+            specs.append(ServerSpec(f"before-{loop}-{codecs[0]}",
+                                    ours + ["--grpc-server", loop, "--infer-codec", codecs[0]],
+                                    root=before))
     return specs
 
 
@@ -91,10 +94,11 @@ class Server:
         fill = {"port": str(self.port), "repo": str(repo), "tmp": str(tmp)}
         argv = [sys.executable] + [a.format(**fill) for a in spec.command]
         self.log_path = tmp / f"{spec.name}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **spec.env)
+        env = dict(os.environ, PYTHONPATH=str(spec.root))
+        env.update(spec.env)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, cwd=str(ROOT))
+                                            env=env, cwd=str(spec.root))
 
     def wait_ready(self, message: bytes, timeout: float = 120.0) -> None:
         import grpc
@@ -323,8 +327,9 @@ def parse_args(argv=None):
                                            "quick 20000; 0 skips it)")
     p.add_argument("--servers", help="comma-separated subset of server names")
     p.add_argument("--workloads", help="comma-separated subset, e.g. 'add_sub C=16'")
-    p.add_argument("--aio-variants", action="store_true",
-                   help="also run aio with every ModelInfer on the event loop")
+    p.add_argument("--before", type=Path, metavar="CHECKOUT",
+                   help="also run the server of this checkout (before-sync/aio-cython), "
+                        "e.g. a clone of main without the change under test")
     p.add_argument("--loadgen", choices=["auto", "h2load", "aio"], default="auto")
     p.add_argument("--json", type=Path, help="where to write raw results")
     args = p.parse_args(argv)
@@ -349,7 +354,7 @@ def main(argv=None) -> int:
         print(f"note: Cython codec not built ({exc}); benchmarking the python codec only",
               file=sys.stderr)
         codecs = ["python"]
-    specs = server_specs(codecs, args.aio_variants)
+    specs = server_specs(codecs, args.before)
     if args.servers:
         wanted = set(args.servers.split(","))
         specs = [s for s in specs if s.name in wanted or s.is_ceiling]

@@ -3,8 +3,8 @@
 
 Decoding walks the request bytes with the bounds-checked WireReader from
 ``wire.pxd`` and builds the request objects directly, with no protobuf
-objects in between. They are extension types defined here with the
-attributes of the classes in ``triton_grpc_server.inference``. It follows the decoding
+objects in between. They are extension types defined here, the one request
+and response type of the server (``_ext/wire.pyi`` is their contract). It follows the decoding
 contract in ``frontends/protobuf_codec.py`` (the reference) and protobuf's
 parsing rules, except that it is stricter on input a Triton client never
 sends: a known field with the wrong wire type, and groups, are errors here,
@@ -63,13 +63,13 @@ cdef int writer_overflow() except -1:
 
 # ================================================================ request classes
 #
-# Same attributes and constructors as InferRequest, InferInput and
-# RequestedOutput in triton_grpc_server/inference.py (the data plane reads
-# only those attributes); as extension types they are created without a
-# Python-level __init__, which is most of the cost of a small request.
+# The one request type of the server: the Cython codec builds it here, the
+# protobuf codec and the HTTP frontend construct it with keywords. As
+# extension types they are created without a Python-level __init__ on the
+# hot path, which is most of the cost of a small request.
 
 cdef class InferInput:
-    """One input tensor of a decoded request (see ``inference.InferInput``)."""
+    """One input tensor of a request: metadata plus, if given, typed ``contents``."""
     cdef public object name, datatype, shape, parameters, contents
 
     def __init__(self, name, datatype, shape, parameters=None, contents=None):
@@ -85,7 +85,7 @@ cdef class InferInput:
 
 
 cdef class RequestedOutput:
-    """One requested output (see ``inference.RequestedOutput``)."""
+    """One requested output."""
     cdef public object name, parameters
 
     def __init__(self, name, parameters=None):
@@ -97,12 +97,22 @@ cdef class RequestedOutput:
 
 
 cdef class InferRequest:
-    """A decoded ModelInferRequest (see ``inference.InferRequest``)."""
+    """A transport-free inference request with the sender its answers go to.
+
+    ``cancel()`` is called by the transport when the client goes; it sets
+    ``cancelled`` and runs the callbacks registered with
+    ``add_cancel_callback`` once (a callback added after that runs at once).
+    The flag and the callback list change only under the GIL with no Python
+    code in between, so a cancel racing a registration runs the callback
+    exactly once.
+    """
     cdef public object model_name, model_version, id, parameters, inputs, outputs
-    cdef public object raw_input_contents
+    cdef public object raw_input_contents, sender
+    cdef readonly bint cancelled
+    cdef object _cancel_callbacks
 
     def __init__(self, model_name="", model_version="", id="", parameters=None,
-                 inputs=None, outputs=None, raw_input_contents=None):
+                 inputs=None, outputs=None, raw_input_contents=None, sender=None):
         self.model_name = model_name
         self.model_version = model_version
         self.id = id
@@ -110,11 +120,74 @@ cdef class InferRequest:
         self.inputs = inputs if inputs is not None else []
         self.outputs = outputs if outputs is not None else []
         self.raw_input_contents = raw_input_contents if raw_input_contents is not None else []
+        self.sender = sender
+
+    def cancel(self):
+        """Flag the request cancelled and run its cancel callbacks (once)."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        callbacks = self._cancel_callbacks
+        self._cancel_callbacks = None
+        if callbacks is not None:
+            for callback in callbacks:
+                callback()
+
+    def add_cancel_callback(self, callback):
+        """``callback()`` runs once when the request is cancelled (now, if it already is)."""
+        if self.cancelled:
+            callback()
+            return
+        if self._cancel_callbacks is None:
+            self._cancel_callbacks = [callback]
+        else:
+            self._cancel_callbacks.append(callback)
+
+    def clear_cancel_callbacks(self):
+        """Forget the callbacks (the request is answered; they would find nothing to drop)."""
+        self._cancel_callbacks = None
 
     def __repr__(self):
         return (f"InferRequest(model_name={self.model_name!r}, "
                 f"model_version={self.model_version!r}, id={self.id!r}, "
                 f"inputs={self.inputs!r}, outputs={self.outputs!r})")
+
+
+cdef class OutputTensor:
+    """One output: metadata plus its raw bytes as any buffer-protocol object.
+
+    ``data`` is a C-contiguous numpy array for fixed-size types, or ``bytes``
+    already serialized in Triton's BYTES layout (4-byte LE length prefixes).
+    """
+    cdef public object name, datatype, shape, data, parameters
+
+    def __init__(self, name, datatype, shape, data, parameters=None):
+        self.name = name
+        self.datatype = datatype
+        self.shape = list(shape)
+        self.data = data
+        self.parameters = parameters if parameters is not None else {}
+
+    def __repr__(self):
+        return (f"OutputTensor(name={self.name!r}, datatype={self.datatype!r}, "
+                f"shape={self.shape!r})")
+
+
+cdef class InferResponse:
+    """One response to an ``InferRequest`` (a decoupled model sends several)."""
+    cdef public object model_name, model_version, id, outputs, parameters
+
+    def __init__(self, model_name, model_version, id="", outputs=None, parameters=None):
+        self.model_name = model_name
+        self.model_version = model_version
+        self.id = id
+        self.outputs = outputs if outputs is not None else []
+        self.parameters = parameters if parameters is not None else {}
+
+    def __repr__(self):
+        return (f"InferResponse(model_name={self.model_name!r}, "
+                f"model_version={self.model_version!r}, id={self.id!r}, "
+                f"outputs={self.outputs!r})")
 
 
 # ================================================================ decoding
@@ -687,6 +760,35 @@ def encode_response(object response):
     Returns:
         The serialized message, built in one ``bytes`` object.
     """
+    return encode_message(response, None)
+
+
+def encode_stream_response(object response, str error_message=""):
+    """Serialize a ModelStreamInferResponse: ``error_message`` and/or ``infer_response``.
+
+    ``response`` may be ``None`` (an error with nothing else to say). Built in
+    one ``bytes`` object, like :func:`encode_response`.
+    """
+    return encode_message(response, error_message)
+
+
+cdef bytes encode_message(object response, str error_message):
+    # error_message is None: a bare ModelInferResponse. Otherwise the
+    # ModelStreamInferResponse wrapping it (field 1 error_message, field 2
+    # infer_response), sized and filled in the same single pass.
+    cdef bint stream = error_message is not None
+    cdef Py_ssize_t error_size = string_field_size(error_message) if stream else 0
+    cdef bytes result
+    cdef WireWriter w
+    if response is None:
+        result = PyBytes_FromStringAndSize(NULL, error_size)
+        w.buf = PyBytes_AS_STRING(result)
+        w.end = w.buf + error_size
+        write_string_field(&w, 0x0A, error_message)
+        if w.buf != w.end:
+            writer_overflow()
+        return result
+
     cdef str model_name = response.model_name
     cdef str model_version = response.model_version
     cdef str request_id = response.id
@@ -696,31 +798,36 @@ def encode_response(object response):
     cdef list metas = []
     cdef list keep = []
     cdef Py_buffer *views = NULL
-    cdef Py_ssize_t held = 0, i, total, size
-    cdef bytes result
-    cdef WireWriter w
+    cdef Py_ssize_t held = 0, i, body, total, size
 
     if n_out:
         views = <Py_buffer *>PyMem_Malloc(n_out * sizeof(Py_buffer))
         if views == NULL:
             raise MemoryError()
     try:
-        total = (string_field_size(model_name) + string_field_size(model_version)
-                 + string_field_size(request_id) + parameters_size(params))
+        body = (string_field_size(model_name) + string_field_size(model_version)
+                + string_field_size(request_id) + parameters_size(params))
         for out in outputs:
             meta = (<str>out.name, <str>out.datatype, tuple(out.shape),
                     plain_parameters(out.parameters))
             metas.append(meta)
             size = output_size(meta)
-            total += 1 + varint_size(<uint64_t>size) + size
+            body += 1 + varint_size(<uint64_t>size) + size
         for i in range(n_out):
             get_contiguous_buffer(outputs[i].data, &views[i], keep)
             held += 1
-            total += 1 + varint_size(<uint64_t>views[i].len) + views[i].len
+            body += 1 + varint_size(<uint64_t>views[i].len) + views[i].len
 
+        total = body
+        if stream:
+            total = error_size + 1 + varint_size(<uint64_t>body) + body
         result = PyBytes_FromStringAndSize(NULL, total)
         w.buf = PyBytes_AS_STRING(result)
         w.end = w.buf + total
+        if stream:
+            write_string_field(&w, 0x0A, error_message)
+            ww_byte(&w, 0x12)
+            ww_varint(&w, <uint64_t>body)
         write_string_field(&w, 0x0A, model_name)
         write_string_field(&w, 0x12, model_version)
         write_string_field(&w, 0x1A, request_id)

@@ -305,7 +305,7 @@ def pipeline_overhead(repo: Path, model_cls) -> None:
             stream.synchronize()
 
         def ours():
-            return inst.execute(req, [], {})
+            return inst.run(req, [], {})
 
         def median_us(fn, n=2000):
             for _ in range(200):
@@ -335,7 +335,7 @@ def pipeline_overhead(repo: Path, model_cls) -> None:
     pool = inst.pool
     blocks = pool.block_allocations
     for _ in range(100):
-        inst.execute(make_request(3, width=1000, batch=2), [], {})
+        inst.run(make_request(3, width=1000, batch=2), [], {})
     check(pool.block_allocations == blocks, "no new pinned blocks in steady state")
     print(f"pool: {pool.stats()}")
     inst.close()

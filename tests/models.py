@@ -198,11 +198,9 @@ def labels_file(model_dir: Path, labels: Sequence[str], filename: str = "labels.
 
 # -- servers, requests and errors -----------------------------------------------------------
 
-# Server flags per frontend that inference suites run against: the default server (sync gRPC,
-# Cython codec when built), the protobuf reference codec, and the asyncio frontend; each must
-# give the same answers.
-INFER_FRONTENDS = {"default": (), "python-codec": ("--infer-codec", "python"),
-                   "aio": ("--grpc-server", "aio")}
+# Server flags that inference suites run against: the default server (Cython codec) and the
+# protobuf reference codec; both must give the same answers.
+INFER_FRONTENDS = {"default": (), "python-codec": ("--infer-codec", "python")}
 
 
 def start(repo, *flags, **kwargs):
@@ -295,11 +293,11 @@ import time
 
 import numpy as np
 
-from triton_grpc_server.backends.base import Backend, BackendInstance
+from triton_grpc_server.backends.base import ArrayBackendInstance, Backend
 
 
-class EchoParamsInstance(BackendInstance):
-    def execute(self, inputs, output_names, parameters):
+class EchoParamsInstance(ArrayBackendInstance):
+    def run(self, inputs, output_names, parameters):
         if "marker" in parameters:  # lets a test see the request is in flight
             open(parameters["marker"], "w").close()
         if "sleep_ms" in parameters:
@@ -321,7 +319,7 @@ SITECUSTOMIZE_SOURCE = '''
 import sys
 sys.path.insert(0, %r)
 from triton_grpc_server import backends as _backends
-_backends.BACKENDS["echo_params"] = "echo_params_backend:EchoParamsBackend"
+_backends.register_backend("echo_params", "echo_params_backend:EchoParamsBackend")
 '''
 
 

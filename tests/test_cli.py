@@ -142,15 +142,12 @@ def test_model_store_alias_and_explicit_mode(simple_repo, tmp_path):
 
 # -- shutdown -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig, frontend", [
-    (signal.SIGTERM, "sync"), (signal.SIGINT, "sync"), (signal.SIGTERM, "aio"),
-    (signal.SIGINT, "aio")],
-    ids=["SIGTERM", "SIGINT", "SIGTERM-aio", "SIGINT-aio"])
-def test_signal_stops_cleanly_after_in_flight_request(tmp_path, sig, frontend):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_after_in_flight_request(tmp_path, sig):
     repo = tmp_path / "models"
     repo.mkdir()
     env = models.echo_params_model(repo, tmp_path / "plugins")
-    handle = models.start(repo, "--grpc-server", frontend, env=env)
+    handle = models.start(repo, env=env)
     time.sleep(0.5)  # let the server install its signal handlers after answering
     marker = tmp_path / "in-flight"
     client = handle.client()

@@ -19,16 +19,13 @@ NOTE = ("NOTE: Setting a non-zero max_batch_size in the model config requires a 
         "model configuration docs for more info on max_batch_size.")
 
 
-FRONTENDS = {"sync": (), "aio": ("--grpc-server", "aio")}
-
-
-@pytest.fixture(scope="module", params=sorted(FRONTENDS))
-def server(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("concurrency") / "models"
     repo.mkdir()
     models.simple_model(repo, "simple")
     models.identity_model(repo, "id_bytes", "BYTES", max_batch_size=8, dims=[-1])
-    handle = models.start(repo, *FRONTENDS[request.param])
+    handle = models.start(repo)
     yield handle
     handle.stop()
 

@@ -14,14 +14,10 @@ def check(url: str, service: str = ""):
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
 
 
-FRONTENDS = ["sync", "aio"]
-
-
-@pytest.mark.parametrize("frontend", FRONTENDS)
-def test_serving_when_ready(start_server, tmp_path, frontend):
+def test_serving_when_ready(start_server, tmp_path):
     repo = tmp_path / "models"
     models.simple_model(repo, "simple")
-    handle = start_server(repo, "--grpc-server", frontend)
+    handle = start_server(repo)
     client = handle.client()
     try:
         assert client.is_server_ready() is True
@@ -30,13 +26,12 @@ def test_serving_when_ready(start_server, tmp_path, frontend):
     assert check(handle.url) == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("frontend", FRONTENDS)
-def test_not_serving_when_a_model_failed(start_server, tmp_path, frontend):
+def test_not_serving_when_a_model_failed(start_server, tmp_path):
     """Strict readiness: a model that failed to load makes the server not ready."""
     repo = tmp_path / "models"
     models.simple_model(repo, "simple")
     models.write_text(repo / "broken" / "1" / "model.onnx", "garbage")
-    handle = start_server(repo, "--exit-on-error=false", "--grpc-server", frontend)
+    handle = start_server(repo, "--exit-on-error=false")
     client = handle.client()
     try:
         assert client.is_server_live() is True

@@ -76,10 +76,10 @@ def test_named_index_inputs_and_outputs(tmp_path):
     a = np.arange(32, dtype=np.float32).reshape(2, 16)
     b = np.full((2, 16), 0.5, dtype=np.float32)
     a.flags.writeable = False  # the server hands read-only views of request bytes
-    out = inst.execute({"INPUT__1": b, "INPUT__0": a}, ["OUTPUT__1", "OUTPUT__0"], {})
+    out = inst.run({"INPUT__1": b, "INPUT__0": a}, ["OUTPUT__1", "OUTPUT__0"], {})
     np.testing.assert_array_equal(out["OUTPUT__0"], a + b)
     np.testing.assert_array_equal(out["OUTPUT__1"], a - b)
-    assert set(inst.execute({"INPUT__0": a, "INPUT__1": b}, [], {})) == {"OUTPUT__0", "OUTPUT__1"}
+    assert set(inst.run({"INPUT__0": a, "INPUT__1": b}, [], {})) == {"OUTPUT__0", "OUTPUT__1"}
 
 
 def test_forward_argument_names_and_config_order_outputs(tmp_path):
@@ -89,7 +89,7 @@ def test_forward_argument_names_and_config_order_outputs(tmp_path):
     backend, _ = make_backend(tmp_path, config, AddSub())
     assert backend.input_convention == "FORWARD_ARGUMENT"
     assert backend.output_convention == "STRICT_CONFIG_ORDERING"
-    out = backend.create_instance(0, "KIND_CPU", 0).execute(
+    out = backend.create_instance(0, "KIND_CPU", 0).run(
         {"a": np.array([5, 5, 5], np.float32), "b": np.array([1, 2, 3], np.float32)}, ["diff"], {})
     np.testing.assert_array_equal(out["diff"], [4, 3, 2])  # a - b: bound by name, not config order
 
@@ -107,7 +107,7 @@ def test_integer_bool_and_bf16_tensors(tmp_path):
     flags = np.array([True, False, True, False])
     h = torch.tensor([1.5, -2.0, 3.25, 0.0], dtype=torch.bfloat16)
     h_bits = h.view(torch.int16).numpy().view(np.uint16)
-    out = backend.create_instance(0, "KIND_CPU", 0).execute(
+    out = backend.create_instance(0, "KIND_CPU", 0).run(
         {"INPUT__0": x, "INPUT__1": flags, "INPUT__2": h_bits}, [], {})
     np.testing.assert_array_equal(out["OUTPUT__0"], x * 3 + 1)
     np.testing.assert_array_equal(out["OUTPUT__1"], ~flags)
@@ -121,7 +121,7 @@ def test_output_datatype_mismatch_is_an_error(tmp_path):
     backend, _ = make_backend(tmp_path, config, AddSub())
     x = np.ones((1, 16), np.float32)
     with pytest.raises(InternalError, match="unexpected datatype"):
-        backend.create_instance(0, "KIND_CPU", 0).execute({"INPUT__0": x, "INPUT__1": x}, ["OUTPUT__1"], {})
+        backend.create_instance(0, "KIND_CPU", 0).run({"INPUT__0": x, "INPUT__1": x}, ["OUTPUT__1"], {})
 
 
 def test_bad_inputs_and_unsupported_types(tmp_path):
@@ -129,9 +129,9 @@ def test_bad_inputs_and_unsupported_types(tmp_path):
     inst = backend.create_instance(0, "KIND_CPU", 0)
     x = np.ones((1, 16), np.float32)
     with pytest.raises(InvalidArgument):
-        inst.execute({"INPUT__0": x}, [], {})
+        inst.run({"INPUT__0": x}, [], {})
     with pytest.raises(InvalidArgument):
-        inst.execute({"INPUT__0": x, "INPUT__1": x, "EXTRA": x}, [], {})
+        inst.run({"INPUT__0": x, "INPUT__1": x, "EXTRA": x}, [], {})
     with pytest.raises(Unsupported, match="TYPE_STRING"):
         make_backend(tmp_path / "s", ADD_SUB_CONFIG.replace("TYPE_FP32", "TYPE_STRING", 1), AddSub())
 
@@ -155,7 +155,7 @@ def test_torch_export_archive_is_accepted(tmp_path):
     config = text_format.Parse(ADD_SUB_CONFIG + 'default_model_filename: "model.pt2"', mc.ModelConfig())
     backend = PyTorchBackend(config, 1, path, BackendContext("add_sub"))
     x = np.arange(48, dtype=np.float32).reshape(3, 16)
-    out = backend.create_instance(0, "KIND_CPU", 0).execute({"INPUT__0": x, "INPUT__1": x}, [], {})
+    out = backend.create_instance(0, "KIND_CPU", 0).run({"INPUT__0": x, "INPUT__1": x}, [], {})
     np.testing.assert_array_equal(out["OUTPUT__0"], x + x)
 
 
@@ -242,8 +242,8 @@ def test_gpu_instances_match_cpu_bit_exactly_and_reuse_the_pool(tmp_path):
 
     def check(seed):
         inputs = request(seed)
-        got = gpus[seed % 2].execute(inputs, [], {})
-        want = cpu.execute(inputs, [], {})
+        got = gpus[seed % 2].run(inputs, [], {})
+        want = cpu.run(inputs, [], {})
         for name in want:
             assert got[name].dtype == want[name].dtype
             assert got[name].tobytes() == want[name].tobytes(), name

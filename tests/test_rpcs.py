@@ -25,12 +25,8 @@ TRITON_EXTENSIONS = ["classification", "sequence", "model_repository",
                      "binary_tensor_data", "parameters", "statistics", "trace", "logging"]
 
 
-# Both gRPC frontends must answer the same.
-FRONTENDS = {"sync": (), "aio": ("--grpc-server", "aio")}
-
-
-@pytest.fixture(scope="module", params=sorted(FRONTENDS))
-def server(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("rpcs")
     repo = base / "models"
     repo.mkdir()
@@ -41,7 +37,7 @@ def server(request, tmp_path_factory):
     models.labels_file(cls_dir, LABELS)
     models.identity_model(repo, "cls_int32", "INT32", max_batch_size=0, dims=[4])
     env = models.echo_params_model(repo, base / "plugins")
-    yield from models.serve(repo, *FRONTENDS[request.param], env=env)
+    yield from models.serve(repo, env=env)
 
 
 def simple_inputs(a, b, datatype="INT32"):

@@ -281,59 +281,40 @@ def test_instances_run_concurrently(tmp_path, start_server, busy):
 
 # -- in-process: the batcher's data handling, with an instance under the test's control --
 
-class _GatedInstance:
-    """Blocks each execution until ``gate`` is set; records the batches it gets."""
-
-    def __init__(self):
-        import threading
-
-        self.gate, self.started = threading.Event(), threading.Event()
-        self.batches, self.outputs = [], []
-
-    def execute(self, inputs, output_names, parameters):
-        self.started.set()
-        self.gate.wait(30)
-        self.batches.append({k: np.array(v) for k, v in inputs.items()})
-        out = {"OUTPUT0": inputs["INPUT0"] * 2, "BYTES_OUT": inputs["TEXT"]}
-        self.outputs.append(out)
-        return out
-
-    def close(self):
-        pass
-
-
 def test_batcher_concatenates_inputs_and_returns_views():
+    from scheduler_fakes import Answers, GatedInstance, work
+
     from triton_grpc_server._proto import model_config_pb2 as mc
     from triton_grpc_server.scheduler import DynamicBatcher
     from triton_grpc_server.stats import ModelStats
 
     config = mc.ModelConfig(name="gated", max_batch_size=8)
     config.dynamic_batching.SetInParent()
-    instance, stats = _GatedInstance(), ModelStats()
+    instance, stats, answers = GatedInstance(), ModelStats(), Answers()
     batcher = DynamicBatcher(config, [instance], stats)
     names = ["OUTPUT0", "BYTES_OUT"]
-
-    def request(i, rows):
-        data = np.full([rows, 2], i, np.float32)
-        text = np.array([[f"r{i}".encode()]] * rows, dtype=object)
-        return data, batcher.execute({"INPUT0": data, "TEXT": text}, names, {}, batch=rows)
-
+    sent = {}
     try:
-        with ThreadPoolExecutor(4) as pool:
-            first = pool.submit(request, 0, 1)      # runs alone, holds the instance
-            assert instance.started.wait(30)
-            rest = [pool.submit(request, i, rows) for i, rows in ((1, 2), (2, 1), (3, 3))]
-            wait_until(lambda: stats.pending == 3)
-            instance.gate.set()
-            results = [first.result()] + [f.result() for f in rest]
+        instance.hold()
+        sent[0] = work(answers, 0, 0, 1, stats=stats, text=True, names=names)
+        batcher.enqueue(sent[0])      # runs alone, holds the instance
+        instance.wait_started(1)
+        for i, rows in ((1, 2), (2, 1), (3, 3)):
+            sent[i] = work(answers, i, i, rows, stats=stats, text=True, names=names)
+            batcher.enqueue(sent[i])
+        assert stats.pending == 3
+        instance.release()
+        answers.wait(4)
     finally:
         batcher.close()
     assert [len(b["INPUT0"]) for b in instance.batches] == [1, 6]
     batch_out = instance.outputs[1]["OUTPUT0"]
-    for data, outputs in results:
+    for i, w in sent.items():
+        outputs = answers.of(i)
+        data = w.inputs["INPUT0"]
         np.testing.assert_array_equal(outputs["OUTPUT0"], data * 2)
-        assert outputs["BYTES_OUT"].tolist() == [[f"r{int(data[0, 0])}".encode()]] * len(data)
-    for data, outputs in results[1:]:  # rows of the one batch output, not copies
-        assert np.shares_memory(outputs["OUTPUT0"], batch_out)
+        assert outputs["BYTES_OUT"].tolist() == [[f"r{i}".encode()]] * len(data)
+        if i:  # rows of the one batch output, not copies
+            assert np.shares_memory(outputs["OUTPUT0"], batch_out)
     assert (stats.inference_count, stats.execution_count) == (7, 2)
     assert sorted(stats.batch_stats) == [1, 6]

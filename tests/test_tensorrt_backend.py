@@ -518,7 +518,7 @@ def test_execute_pipeline_with_fake_cuda_layer_and_fake_tensorrt(tmp_path, fake_
     assert set(inst.contexts) == {0, 1}
     for batch, profile in ((3, 0), (9, 1), (1, 0)):
         x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4)
-        out = inst.execute({"x": x}, ["y"], {})
+        out = inst.run({"x": x}, ["y"], {})
         np.testing.assert_array_equal(out["y"], 2 * x + 1)
         assert inst.contexts[profile].shapes["x"] == (batch, 4)
         assert out["y"].base is not None  # a view of pinned memory, not a copy
@@ -526,10 +526,10 @@ def test_execute_pipeline_with_fake_cuda_layer_and_fake_tensorrt(tmp_path, fake_
     assert fake_gpu.live_buffers == 0
     blocks = fake_gpu.block_allocations
     for _ in range(20):
-        inst.execute({"x": np.ones((2, 4), np.float32)}, ["y"], {})
+        inst.run({"x": np.ones((2, 4), np.float32)}, ["y"], {})
     assert fake_gpu.block_allocations == blocks
     with pytest.raises(InvalidArgument, match="no optimization profile"):
-        inst.execute({"x": np.ones((17, 4), np.float32)}, ["y"], {})
+        inst.run({"x": np.ones((17, 4), np.float32)}, ["y"], {})
     inst.close()
 
 
@@ -540,7 +540,7 @@ def test_cuda_graphs_are_captured_once_per_shape_with_fakes(tmp_path, fake_gpu):
     for _ in range(3):
         for batch in (2, 3):
             x = np.full((batch, 4), batch, np.float32)
-            np.testing.assert_array_equal(inst.execute({"x": x}, ["y"], {})["y"], 2 * x + 1)
+            np.testing.assert_array_equal(inst.run({"x": x}, ["y"], {})["y"], 2 * x + 1)
     assert len(inst.graphs) == 2
     assert sorted(g.launches for g in inst.graphs.values()) == [3, 3]
 
@@ -580,5 +580,5 @@ def test_graph_capture_failure_falls_back_to_plain_enqueue_with_fakes(tmp_path, 
     inst = backend.create_instance(0, "KIND_GPU", 0)
     x = np.ones((2, 4), np.float32)
     for _ in range(2):
-        np.testing.assert_array_equal(inst.execute({"x": x}, ["y"], {})["y"], 2 * x + 1)
+        np.testing.assert_array_equal(inst.run({"x": x}, ["y"], {})["y"], 2 * x + 1)
     assert not inst.use_graphs and not inst.graphs

@@ -31,8 +31,7 @@ wire = pytest.importorskip("triton_grpc_server._ext.wire",
 from triton_grpc_server._proto import grpc_service_pb2 as pb  # noqa: E402
 from triton_grpc_server.errors import InvalidArgument  # noqa: E402
 from triton_grpc_server.frontends import protobuf_codec as ref  # noqa: E402
-from triton_grpc_server import inference  # noqa: E402
-from triton_grpc_server.inference import InferResponse, OutputTensor  # noqa: E402
+from triton_grpc_server._ext.wire import InferResponse, OutputTensor  # noqa: E402
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 FUZZ = settings(max_examples=int(os.environ.get("TGS_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=list(HealthCheck))
@@ -290,15 +289,45 @@ def test_decode_tritonclient_request():
     assert np.frombuffer(got.raw_input_contents[0], np.int32).tolist() == list(range(16))
 
 
-@pytest.mark.parametrize("name", ["InferRequest", "InferInput", "RequestedOutput"])
-def test_request_classes_match_inference_module(name):
-    # The decoder returns its own extension types; they must look the same.
-    ours, theirs = getattr(wire, name), getattr(inference, name)
-    assert all(hasattr(ours, slot) for slot in theirs.__slots__)
-    args = {"InferRequest": (), "InferInput": ("x", "FP32", (1, 2)),
-            "RequestedOutput": ("y",)}[name]
-    a, b = ours(*args), theirs(*args)
-    assert {s: getattr(a, s) for s in theirs.__slots__} == {s: getattr(b, s) for s in theirs.__slots__}
+def test_request_is_constructible_with_keywords_and_cancels_once():
+    sender = object()
+    request = wire.InferRequest(model_name="m", model_version="2", id="r", parameters={"a": 1},
+                                inputs=[wire.InferInput("x", "FP32", (1, 2))],
+                                outputs=[wire.RequestedOutput("y")], raw_input_contents=[b"\0" * 8],
+                                sender=sender)
+    assert (request.model_name, request.model_version, request.id) == ("m", "2", "r")
+    assert request.inputs[0].shape == [1, 2] and request.outputs[0].name == "y"
+    assert request.sender is sender and request.cancelled is False
+    calls = []
+    request.add_cancel_callback(lambda: calls.append("first"))
+    request.add_cancel_callback(lambda: calls.append("second"))
+    request.cancel()
+    request.cancel()                       # once only
+    assert request.cancelled and calls == ["first", "second"]
+    request.add_cancel_callback(lambda: calls.append("late"))  # runs at once
+    assert calls == ["first", "second", "late"]
+    cleared = wire.InferRequest()
+    cleared.add_cancel_callback(lambda: calls.append("never"))
+    cleared.clear_cancel_callbacks()
+    cleared.cancel()
+    assert calls[-1] == "late"
+    with pytest.raises(AttributeError):
+        request.cancelled = False          # only cancel() sets it
+
+
+@pytest.mark.parametrize("error", ["", "in-band failure ü"])
+def test_stream_response_matches_protobuf(error):
+    response = InferResponse("m", "1", "id-7", [OutputTensor("OUT", "INT32", [2],
+                                                             np.array([1, 2], np.int32))],
+                             {"triton_final_response": True})
+    data = wire.encode_stream_response(response, error)
+    assert data == ref.encode_stream_response(response, error)
+    msg = pb.ModelStreamInferResponse.FromString(data)
+    assert msg.error_message == error and msg.infer_response.id == "id-7"
+    assert msg.infer_response.parameters["triton_final_response"].bool_param is True
+    assert np.frombuffer(msg.infer_response.raw_output_contents[0], np.int32).tolist() == [1, 2]
+    only_error = wire.encode_stream_response(None, error)
+    assert only_error == ref.encode_stream_response(None, error)
 
 
 def test_parameter_map_semantics():

@@ -242,7 +242,8 @@ FLAGS: tuple[Flag, ...] = (
        "Regular expression: gRPC metadata keys that match (case-insensitively) become "
        "request parameters."),
     _f("grpc-infer-thread-count", I, "GRPC",
-       "Threads serving RPCs, 2 to 128 (default 16)."),
+       "Threads serving control RPCs such as model loads, 2 to 128 (default 16); inference "
+       "holds no thread."),
     _f("grpc-infer-allocation-pool-size", I, "GRPC",
        "Request/response states kept for reuse.",
        effect="grpcio allocates per call; there is no state pool to size"),
@@ -388,11 +389,8 @@ FLAGS: tuple[Flag, ...] = (
 
 # This server's own flags (not Triton's).
 OWN_FLAGS: tuple[Flag, ...] = (
-    _f("grpc-server", choice("sync", "aio"), "triton_grpc_server",
-       "Serving loop: grpc.server + thread pool, or grpc.aio (default sync)."),
-    _f("grpc-aio-inline-bytes", I, "triton_grpc_server",
-       "aio: run ModelInfer requests up to this size on the event loop instead of the thread "
-       "pool (default 0: none; fast unbatched models only).", metavar="BYTES"),
+    _f("grpc-server", choice("aio"), "triton_grpc_server",
+       "Serving loop (grpc.aio, the only one; kept for launch lines that name it)."),
     _f("grpc-max-message-size", I, "triton_grpc_server",
        f"Largest gRPC message in bytes (default {GRPC_MAX_MESSAGE_BYTES}).",
        dest="grpc_max_message_bytes"),

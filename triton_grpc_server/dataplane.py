@@ -1,27 +1,29 @@
 """The transport-free API: health, metadata, repository and inference.
 
-Frontends (gRPC now, HTTP later) convert their wire format to and from the
-plain values and :mod:`inference` objects used here; all of Triton's
-semantics live in this module and the modules it calls.
+Frontends (gRPC, HTTP) convert their wire format to and from the plain
+values and the request/response objects of ``_ext.wire`` used here; all of
+Triton's semantics live in this module and the modules it calls.
+
+Inference is asynchronous: :meth:`DataPlane.enqueue` validates a request,
+hands it to its model's scheduler and returns; the answer (or an error found
+on the way) reaches the request's sender (``senders.py``).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
-
-from . import _version, logs
-from .classification import classify
-from .errors import InvalidArgument, TritonError, Unsupported
-from .inference import InferResponse, OutputTensor
+from . import _version
+from .backends.base import BackendContext
+from .errors import TritonError, Unsupported
 from .repository import ModelRepository
 from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
+from .scheduler.base import ScheduledRequest
+from .senders import BlockingSender, FutureSender
 from .stats import RequestTiming, select_statistics
-from .tensors import NUMPY_DTYPES, serialize_bytes
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class DataPlane:
         self.control = control if control is not None else ModelControl(repository, settings)
         self.live = True
         self.accepting = True
+        BackendContext.dataplane = self  # backends' own requests (BLS) come back here
 
     # -- health and metadata --------------------------------------------
     def server_live(self) -> bool:
@@ -87,6 +90,13 @@ class DataPlane:
         return ModelMetadata(name, versions, model.config.platform or model.config.backend,
                              describe(model.config.input), describe(model.config.output))
 
+    def model_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the model answers a request with any number of responses (false if unknown)."""
+        try:
+            return getattr(self.repository.get(name, version), "decoupled", False)
+        except TritonError:
+            return False
+
     def model_config(self, name: str, version: str = ""):
         return self.repository.get(name, version).config
 
@@ -101,106 +111,65 @@ class DataPlane:
         self.control.unload(name, parameters)
 
     # -- inference ------------------------------------------------------
-    def infer(self, request, cancelled: Optional[Callable[[], bool]] = None) -> InferResponse:
-        """``cancelled``: true once the client has gone (deadline passed, RPC cancelled)."""
-        # Counted in flight: a reload or unload closes this version only after it returns.
-        model = self.repository.acquire(request.model_name, request.model_version)
-        try:
-            return self._infer(request, model, cancelled)
-        finally:
-            model.release()
+    def enqueue(self, request) -> None:
+        """Validate ``request``, resolve its model and schedule it; returns at once.
 
-    async def infer_async(self, request) -> InferResponse:
-        """Unary inference for event-loop frontends (HTTP, grpc.aio).
-
-        Until the scheduler answers through senders this runs :meth:`infer` in the
-        loop's default executor; callers only rely on the awaitable.
+        Every answer, including errors found here (unknown model, bad input, a
+        decoupled model on a unary call), goes to ``request.sender``.
         """
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, self.infer, request)
-
-    def _infer(self, request, model, cancelled=None) -> InferResponse:
-        if model.decoupled:  # read from the config at load
-            raise Unsupported("ModelInfer RPC doesn't support models with decoupled transaction policy")
+        sender = request.sender
+        try:
+            # Counted in flight: a reload or unload closes this version only after the
+            # final answer (ScheduledRequest releases it).
+            model = self.repository.acquire(request.model_name, request.model_version)
+        except Exception as exc:
+            sender.send_error(exc)
+            return
+        if model.decoupled and not sender.streaming:  # read from the config at load
+            model.release()
+            sender.send_error(Unsupported(
+                "ModelInfer RPC doesn't support models with decoupled transaction policy"))
+            return
         timing = RequestTiming()
         try:
             parameters = backend_parameters(request)
             validator = RequestValidator(request, model)
             output_names = validator.requested_outputs()
             inputs, batch = validator.arrays()
-            results = model.scheduler.execute(
-                inputs, output_names, parameters, batch=batch, timing=timing,
-                priority=request.parameters.get("priority", 0),
-                timeout_us=request.parameters.get("timeout", 0), cancelled=cancelled)
-            response = self._response(request, model, output_names, results, batch)
         except Exception as exc:
             model.stats.failed(timing)
-            if logs.STATE.verbose:
-                logs.log_request(log, model.name, model.version, request.id,
-                                 exc.status.name if isinstance(exc, TritonError) else type(exc).__name__,
-                                 time.monotonic_ns() - timing.start_ns)
+            model.release()
+            sender.send_error(exc)
+            return
+        work = ScheduledRequest(request, model, inputs, output_names, parameters, batch, timing)
+        try:
+            model.scheduler.enqueue(work)
+        except Exception as exc:  # a scheduler answers its own errors; this is a bug's net
+            log.exception("scheduler of model '%s' raised", model.name)
+            work.respond_error(exc)
+
+    async def infer_async(self, request):
+        """Unary inference for event-loop frontends: the one response, or raises its error.
+
+        A cancelled await (client gone, deadline passed) cancels the request, so a
+        queued request leaves its queue.
+        """
+        sender = FutureSender(asyncio.get_running_loop())
+        request.sender = sender
+        self.enqueue(request)
+        try:
+            return await sender.future
+        except asyncio.CancelledError:
+            request.cancel()
             raise
-        model.stats.succeeded(timing)
-        if logs.STATE.verbose:
-            logs.log_request(log, model.name, model.version, request.id, "SUCCESS",
-                             time.monotonic_ns() - timing.start_ns)
-        return response
+
+    def infer(self, request):
+        """Blocking unary inference, for in-process callers without an event loop."""
+        sender = BlockingSender()
+        request.sender = sender
+        self.enqueue(request)
+        return sender.wait()
 
     def model_statistics(self, name: str = "", version: str = ""):
         """``(model, version, ModelStats snapshot)`` rows for the ModelStatistics RPC."""
         return select_statistics(self.repository, name, version)
-
-    def _response(self, request, model, output_names, results, batch) -> InferResponse:
-        # Only requested outputs carrying parameters can ask for classification.
-        requested = {o.name: o for o in request.outputs if o.parameters}
-        specs = model.output_specs  # name -> (wire datatype, has reshape), from load
-        outputs = []
-        for name in output_names:
-            if name not in results:
-                raise TritonError(f"output '{name}' was not produced by model '{model.name}'")
-            array = np.asarray(results[name])
-            datatype, has_reshape = specs[name]
-            if has_reshape:  # the model's shape -> the configured one
-                shape = ([batch] if batch else []) + _resolve_dims(model.outputs[name].dims,
-                                                                   array, batch)
-            else:
-                shape = list(array.shape)
-            asked = requested.get(name)
-            k = asked.parameters.get("classification") if asked is not None else None
-            if k is not None:
-                if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-                    raise InvalidArgument(
-                        f"classification count must be a positive integer for output '{name}' "
-                        f"for model '{model.name}'")
-                classes = classify(array, k, batch, model.labels.get(name))
-                outputs.append(OutputTensor(name, "BYTES", list(classes.shape),
-                                            serialize_bytes(classes)))
-                continue
-            # Without reshape the shape is the array's own, so its element count matches.
-            outputs.append(self._output_tensor(name, datatype, shape, array, model,
-                                               check_size=has_reshape))
-        return InferResponse(model.name, str(model.version), request.id, outputs)
-
-    @staticmethod
-    def _output_tensor(name, datatype, shape, array, model, check_size=True) -> OutputTensor:
-        if datatype == "BYTES":
-            return OutputTensor(name, datatype, shape, serialize_bytes(array))
-        dtype = NUMPY_DTYPES[datatype]
-        if array.dtype != dtype:
-            array = array.astype(dtype)
-        if check_size and int(np.prod(shape, dtype=np.int64)) != array.size:
-            raise TritonError(
-                f"output '{name}' of model '{model.name}' has {array.size} elements, which does "
-                f"not match its configured shape {shape}")
-        return OutputTensor(name, datatype, shape, np.ascontiguousarray(array))
-
-
-def _resolve_dims(dims, array: np.ndarray, batch: int) -> list[int]:
-    """Config dims with -1 wildcards filled so the element count matches the array."""
-    dims = list(dims)
-    if -1 in dims:
-        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64)) or 1
-        per_item = array.size // (batch or 1)
-        dims[dims.index(-1)] = per_item // known
-    return dims

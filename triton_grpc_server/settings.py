@@ -66,13 +66,9 @@ class Settings(BaseSettings):
     grpc_header_forward_pattern: str = ""
     """Request headers whose names match (case-insensitively) become request parameters."""
     grpc_infer_thread_count: int = 16
-    """Worker threads serving RPCs (the sync server's pool size; aio: large ModelInfers)."""
-    grpc_server: Literal["sync", "aio"] = "sync"
-    """Serving loop: ``grpc.server`` with a thread pool, or ``grpc.aio`` (docs/performance.md)."""
-    grpc_aio_inline_bytes: int = 0
-    """aio: ModelInfer requests up to this size run on the event loop instead of the thread
-    pool (0: none). Only for fast models without a dynamic batcher: an inline request holds
-    the loop until its model has run."""
+    """Threads serving the control RPCs (model loads, metadata); inference holds no thread."""
+    grpc_server: Literal["aio"] = "aio"
+    """Serving loop: ``grpc.aio`` is the only one (docs/performance.md has the measurement)."""
     grpc_max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES
     """Largest request and response message, both directions."""
     infer_codec: Literal["auto", "cython", "python"] = "auto"

@@ -1,11 +1,10 @@
-"""Type stubs for the compiled ModelInfer wire codec (sources: ext/wire.pyx, ext/wire.pxd).
+"""Type stubs for the compiled wire codec and request types (sources: ext/wire.pyx, ext/wire.pxd).
 
-The request classes are extension types with the same constructors and
-attributes as their namesakes in ``triton_grpc_server.inference``.
+``InferRequest`` is the server's one request type: the Cython codec builds it,
+the protobuf codec and the HTTP frontend construct it with keywords. The
+contract between the layers that use it is docs/request_path.md.
 """
-from typing import Any, Optional, Protocol, Sequence
-
-from triton_grpc_server.inference import InferResponse
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 class _Buffer(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
@@ -32,9 +31,38 @@ class InferRequest:
     inputs: list[InferInput]
     outputs: list[RequestedOutput]
     raw_input_contents: list[memoryview]
+    sender: Any  # triton_grpc_server.senders.ResponseSender, set by the frontend
+    @property
+    def cancelled(self) -> bool:
+        """Set by :meth:`cancel` only (read-only here)."""
     def __init__(self, model_name: str = ..., model_version: str = ..., id: str = ...,
                  parameters: Optional[dict] = ..., inputs: Optional[list] = ...,
-                 outputs: Optional[list] = ..., raw_input_contents: Optional[list] = ...) -> None: ...
+                 outputs: Optional[list] = ..., raw_input_contents: Optional[list] = ...,
+                 sender: Any = ...) -> None: ...
+    def cancel(self) -> None:
+        """Flag the request cancelled and run its cancel callbacks, once."""
+    def add_cancel_callback(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs once on cancel (at once if already cancelled)."""
+    def clear_cancel_callbacks(self) -> None:
+        """Drop the callbacks (called when the request has its final answer)."""
+
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any  # buffer-protocol object: C-contiguous array, or serialized BYTES
+    parameters: dict[str, bool | int | str | float]
+    def __init__(self, name: str, datatype: str, shape: Sequence[int], data: Any,
+                 parameters: Optional[dict] = ...) -> None: ...
+
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[OutputTensor]
+    parameters: dict[str, bool | int | str | float]
+    def __init__(self, model_name: str, model_version: str, id: str = ...,
+                 outputs: Optional[list] = ..., parameters: Optional[dict] = ...) -> None: ...
 
 def decode_request(data: bytes | bytearray | memoryview | _Buffer) -> InferRequest:
     """ModelInferRequest wire bytes -> InferRequest.
@@ -51,3 +79,6 @@ def decode_request(data: bytes | bytearray | memoryview | _Buffer) -> InferReque
 
 def encode_response(response: InferResponse) -> bytes:
     """InferResponse -> ModelInferResponse wire bytes, built in one allocation."""
+
+def encode_stream_response(response: Optional[InferResponse], error_message: str = ...) -> bytes:
+    """-> ModelStreamInferResponse wire bytes (error_message, infer_response), one allocation."""

@@ -8,8 +8,8 @@ import importlib
 
 from ..errors import InvalidArgument
 
-# backend name -> "module:Class"
-BACKENDS: dict[str, str] = {
+# backend name -> "module:Class" (imported when a model needs it) or the class itself
+BACKENDS: dict[str, object] = {
     "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
@@ -54,8 +54,9 @@ def backend_config(name: str) -> dict[str, str]:
     return {**_BACKEND_CONFIG.get("", {}), **_BACKEND_CONFIG.get(name, {})}
 
 
-def register_backend(name: str, target: str) -> None:
-    """Make ``backend: "<name>"`` load ``target`` ("module:Class"); tests add their own backends."""
+def register_backend(name: str, target) -> None:
+    """Make ``backend: "<name>"`` load ``target``: a ``Backend`` subclass, or "module:Class"
+    imported when a model first needs it. Tests add their own backends this way."""
     BACKENDS[name] = target
 
 
@@ -79,5 +80,8 @@ def platform_for(backend: str) -> str:
 
 
 def load_backend_class(name: str):
-    module_name, _, attr = BACKENDS[name].partition(":")
+    target = BACKENDS[name]
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)

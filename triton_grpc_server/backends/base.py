@@ -3,19 +3,34 @@
 A backend is loaded once per model version (:class:`Backend`) and runs work
 on one or more instances (:class:`BackendInstance`), one per
 ``instance_group`` entry count. The scheduler owns the instances and gives
-each batch to a free one; instances of one model may run concurrently on
-different threads, but one instance never runs two batches at once.
+each batch to a free one, on that instance's worker thread; instances of one
+model run concurrently, but one instance never runs two batches at once.
 
-Inputs reach ``execute`` as numpy arrays: zero-copy, read-only views of the
-request bytes for fixed-size types, object arrays of ``bytes`` for BYTES.
-Outputs are returned as numpy arrays (or any buffer-protocol object with a
-``shape``); BYTES outputs as object arrays of ``bytes``/``str``.
+Triton's shape: ``execute(requests)`` gets the batch's
+:class:`~triton_grpc_server.scheduler.base.ScheduledRequest` objects and
+answers each through ``request.respond(outputs)`` / ``respond_error(exc)``
+(a decoupled model any number of times, the last with ``final=True``).
+:class:`ArrayBackendInstance` does that for the common case, arrays in and
+arrays out: it batches the requests' inputs, calls :meth:`~ArrayBackendInstance.run`
+once and splits the outputs.
+
+Inputs are numpy arrays: zero-copy, read-only views of the request bytes for
+fixed-size types, object arrays of ``bytes`` for BYTES. Outputs are numpy
+arrays (or any buffer-protocol object with a ``shape``); BYTES outputs as
+object arrays of ``bytes``/``str``.
 """
 from __future__ import annotations
 
 import abc
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import TritonError
+
+_now = time.monotonic_ns
 
 
 class Backend(abc.ABC):
@@ -56,17 +71,92 @@ class BackendInstance(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
-                parameters: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Run one (possibly batched) request and return the named outputs."""
+    def execute(self, requests: Sequence[Any]) -> None:
+        """Answer every request through ``request.respond`` / ``respond_error``.
+
+        Runs on the instance's worker thread. A decoupled model may respond any
+        number of times per request, from any thread, the last with ``final=True``.
+        """
 
     def close(self) -> None:
         """Release the instance's sessions, streams and buffers."""
 
 
-class BackendContext:
-    """What the server hands a backend at load time."""
+class ArrayBackendInstance(BackendInstance):
+    """Arrays in, arrays out: implement :meth:`run` for one (already batched) execution."""
 
-    def __init__(self, model_name: str, settings: Optional[Any] = None):
+    @abc.abstractmethod
+    def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+            parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run one (possibly batched) execution and return the named outputs."""
+
+    def execute(self, requests: Sequence[Any]) -> None:
+        from ..scheduler.base import backend_error, record_execution
+
+        start = _now()
+        try:
+            inputs, output_names, parameters = gather(requests)
+            gathered = _now()
+            outputs = self.run(inputs, output_names, parameters)
+            executed = _now()
+            split = scatter(requests, outputs, self.name)
+            end = _now()
+        except Exception as exc:
+            for request in requests:
+                request.respond_error(backend_error(exc))
+            return
+        record_execution(requests, gathered - start, executed - gathered, end - executed)
+        for request, result in zip(requests, split):
+            request.respond(result)
+
+
+def gather(requests: Sequence[Any]):
+    """The batch's inputs concatenated along dimension 0 (one copy per request; a
+    batch of one goes through untouched), the union of the requested outputs and
+    the parameters (equal across a batch)."""
+    first = requests[0]
+    if len(requests) == 1:
+        return first.inputs, first.output_names, first.parameters
+    inputs = {name: np.concatenate([r.inputs[name] for r in requests]) for name in first.inputs}
+    output_names = list(dict.fromkeys(n for r in requests for n in r.output_names))
+    return inputs, output_names, first.parameters
+
+
+def scatter(requests: Sequence[Any], outputs: Mapping[str, Any], where: str = "") -> list:
+    """Each request's rows of the batch outputs, as views."""
+    if len(requests) == 1:
+        return [outputs]
+    total = sum(r.batch for r in requests)
+    arrays = {}
+    for name, value in outputs.items():
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if array.ndim == 0 or array.shape[0] != total:
+            raise TritonError(
+                f"output '{name}' of model '{where}' has batch size "
+                f"{array.shape[0] if array.ndim else 0}, expected {total}")
+        arrays[name] = array
+    split, offset = [], 0
+    for request in requests:
+        end = offset + request.batch
+        split.append({n: arrays[n][offset:end] for n in request.output_names if n in arrays})
+        offset = end
+    return split
+
+
+class BackendContext:
+    """What the server hands a backend at load time.
+
+    ``dataplane`` is the server's :class:`~triton_grpc_server.dataplane.DataPlane`
+    (a backend's own requests to other models, e.g. BLS, go through it). The
+    models loaded at start-up are created before it, so it is set on the class
+    when the DataPlane is created (one server per process) and read at request
+    time; it is ``None`` until then. A context may also be given its own.
+    """
+
+    dataplane: Any = None
+
+    def __init__(self, model_name: str, settings: Optional[Any] = None, dataplane: Any = None):
         self.model_name = model_name
         self.settings = settings
+        if dataplane is not None:
+            self.dataplane = dataplane

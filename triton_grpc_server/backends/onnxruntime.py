@@ -24,7 +24,7 @@ import numpy as np
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, TritonError, Unavailable
 from ..tensors import shape_str
-from .base import Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
 
 # ONNX Runtime type strings -> config data types
 ORT_TYPES = {
@@ -229,7 +229,7 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeInstance(f"{self.config.name}_{index}", session, self.config)
 
 
-class OnnxRuntimeInstance(BackendInstance):
+class OnnxRuntimeInstance(ArrayBackendInstance):
     def __init__(self, name: str, session, config):
         self.name = name
         self.session = session
@@ -242,7 +242,7 @@ class OnnxRuntimeInstance(BackendInstance):
         self.bf16_tensors = {t.name for t in list(session.get_inputs()) + list(session.get_outputs())
                              if t.type == "tensor(bfloat16)"}
 
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+    def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         feeds, latin1 = {}, False
         if not self.string_inputs:

@@ -43,7 +43,7 @@ import numpy as np
 from .. import gpu
 from ..errors import InternalError, InvalidArgument, Unavailable, Unsupported
 from ..tensors import CONFIG_TO_WIRE, NUMPY_DTYPES
-from .base import Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
 
 _NAMED_INDEX = re.compile(r"^(.*)__(\d+)$")
 _torch_lock = threading.Lock()
@@ -264,13 +264,13 @@ def _cpu_numpy(torch, tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-class PyTorchCpuInstance(BackendInstance):
+class PyTorchCpuInstance(ArrayBackendInstance):
     def __init__(self, backend: PyTorchBackend, index: int, module):
         self.name = f"{backend.config.name}_{index}"
         self.backend = backend
         self.module = module
 
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+    def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         backend = self.backend
         torch = backend.torch
@@ -284,7 +284,7 @@ class PyTorchCpuInstance(BackendInstance):
         self.module = None
 
 
-class PyTorchGpuInstance(BackendInstance):
+class PyTorchGpuInstance(ArrayBackendInstance):
     """The module on ``cuda:device``, driven on a stream of the CUDA layer."""
 
     #: ``execute`` waits for the GPU (GIL released): run it on a worker thread,
@@ -306,7 +306,7 @@ class PyTorchGpuInstance(BackendInstance):
         self.torch_stream = torch.cuda.ExternalStream(self.stream.ptr, device=self.torch_device)
         self.done = cuda.Event(device)
 
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+    def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         backend = self.backend
         torch = backend.torch

@@ -41,7 +41,7 @@ import numpy as np
 from .. import gpu
 from ..errors import InternalError, InvalidArgument, Unavailable, Unsupported
 from ..tensors import CONFIG_TO_WIRE, NUMPY_DTYPES, WIRE_TO_CONFIG, shape_str
-from .base import Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
 
 log = logging.getLogger("triton_grpc_server.backends.tensorrt")
 
@@ -446,7 +446,7 @@ def _deserialize(trt, path: Path, device: int, plan: Optional[bytes] = None):
     return logger, runtime, engine
 
 
-class TensorRTInstance(BackendInstance):
+class TensorRTInstance(ArrayBackendInstance):
     """One execution context per usable profile, one stream, buffers bound once."""
 
     #: ``execute`` waits for the GPU (GIL released): run it on a worker thread,
@@ -511,7 +511,7 @@ class TensorRTInstance(BackendInstance):
             if not self.use_graphs:
                 ctx.set_input_consumed_event(self.input_consumed.ptr)
 
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
+    def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         cuda = self.cuda
         cuda.set_device(self.device)

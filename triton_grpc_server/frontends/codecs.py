@@ -1,8 +1,11 @@
 """ModelInfer wire codecs by name, imported lazily (uvicorn's ``auto`` pattern).
 
-A codec is a module with ``decode_request(bytes) -> InferRequest`` and
-``encode_response(InferResponse) -> bytes``; malformed requests raise
-``InvalidArgument``.
+A codec is a module with ``decode_request(bytes) -> InferRequest``,
+``encode_response(InferResponse) -> bytes`` and
+``encode_stream_response(InferResponse | None, error_message) -> bytes``
+(a ModelStreamInferResponse); malformed requests raise ``InvalidArgument``.
+Both build the request classes of ``_ext.wire``, so the compiled extension is
+always needed; "python" only swaps the wire format code.
 """
 from __future__ import annotations
 

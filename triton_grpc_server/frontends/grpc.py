@@ -1,22 +1,30 @@
-"""The gRPC frontend: thin handlers over the data plane.
+"""The gRPC frontend on ``grpc.aio``: thin handlers over the data plane.
 
-ModelInfer takes and returns raw bytes (no protobuf deserializer is
-registered for it), so the selected codec decodes and encodes the message and
-a malformed request becomes INVALID_ARGUMENT rather than grpcio's generic
-deserialization failure. The other RPCs use the generated protobuf classes.
-Each error becomes a status in one place: :func:`error_status`.
+ModelInfer and ModelStreamInfer take and return raw bytes (no protobuf
+deserializer is registered for them), so the selected codec decodes and
+encodes the messages and a malformed request becomes INVALID_ARGUMENT rather
+than grpcio's generic deserialization failure. No thread is held per
+in-flight request: a unary ModelInfer awaits its sender's future, a stream
+writes whatever its requests' senders hand to the loop. The other RPCs use the
+generated protobuf classes and run in a small thread pool (a model load takes
+seconds, which must not stall the loop). Each error becomes a status in one
+place: :func:`error_status`.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from concurrent import futures
-from typing import Callable
+from typing import Callable, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
-from ..errors import TritonError, Unsupported, grpc_code
+from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code
+from ..senders import StreamSender
 from .. import logs
 from .codecs import load_codec
 from .transport_options import HeaderForwarder
@@ -24,30 +32,22 @@ from .transport_options import HeaderForwarder
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
+# Sent by a client at stream start: errors end the stream with their status
+# instead of travelling in-band as error_message.
+GRPC_ERROR_HEADER = "triton_grpc_error"
+EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
 
 
-def error_status(exc: Exception, where: str) -> tuple[grpc.StatusCode, str]:
-    """The status for an error raised by a handler (both serving loops use this).
+def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status for an error raised by a handler or sent by the data plane.
 
-    Call it inside the ``except`` block, so an internal error is logged with its traceback.
+    Call it inside the ``except`` block (or with the error at hand), so an
+    internal error is logged with its traceback.
     """
     if isinstance(exc, TritonError):
         return grpc_code(exc.status), exc.message
-    log.exception("internal error in %s", where)
+    log.error("internal error in %s", where, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-
-
-def _guarded(method: Callable) -> Callable:
-    """Run a handler; every error becomes a gRPC status here, and none escapes to grpcio."""
-    def handler(request, context):
-        try:
-            return method(request, context)
-        except Exception as exc:
-            if context.code() is not None:  # raised by context.abort itself
-                raise
-            context.abort(*error_status(exc, method.__name__))
-    handler.__name__ = method.__name__
-    return handler
 
 
 class GRPCInferenceServicer:
@@ -58,6 +58,7 @@ class GRPCInferenceServicer:
         self.codec = codec
         self.forward_headers = HeaderForwarder.for_grpc(dataplane.settings)
 
+    # -- control RPCs (plain functions, run in the pool) ----------------------
     def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=self.dataplane.server_live())
 
@@ -106,32 +107,158 @@ class GRPCInferenceServicer:
         rows = self.dataplane.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
 
-    def ModelInfer(self, data: bytes, context) -> bytes:
-        request = self.codec.decode_request(data)
-        if self.forward_headers:
-            request.parameters.update(
-                self.forward_headers.parameters(context.invocation_metadata()))
-        return self.codec.encode_response(self.dataplane.infer(request, _cancelled(context)))
-
     def LogSettings(self, request, context):
         values = {key: getattr(value, value.WhichOneof("parameter_choice") or "", None)
                   for key, value in request.settings.items()}
         return _log_settings_response(logs.update_settings(values))
 
+    # -- inference (coroutines on the loop) -----------------------------------
+    async def ModelInfer(self, data: bytes, context) -> bytes:
+        codec = self.codec
+        request = codec.decode_request(data)
+        if self.forward_headers:  # --grpc-header-forward-pattern
+            request.parameters.update(
+                self.forward_headers.parameters(context.invocation_metadata()))
+        return codec.encode_response(await self.dataplane.infer_async(request))
 
-def _cancelled(context) -> Callable[[], bool]:
-    """A check the scheduler polls: true once the RPC is cancelled or its deadline has passed."""
-    is_active = getattr(context, "is_active", None)
-    gone = context.cancelled if is_active is None else (lambda: not is_active())  # aio / sync
+    async def ModelStreamInfer(self, requests, context) -> None:
+        grpc_errors = any(key == GRPC_ERROR_HEADER and value == "true"
+                          for key, value in (context.invocation_metadata() or ()))
+        stream = _Stream(self.dataplane, self.codec, context, grpc_errors)
+        await stream.serve(requests)
 
-    def cancelled() -> bool:
-        if gone():
-            return True
-        # gRPC cancels the call at its deadline; this is the fallback should it not have yet
-        # (the grace lets the client see DEADLINE_EXCEEDED rather than our CANCELLED)
-        remaining = context.time_remaining()
-        return remaining is not None and remaining < -0.05
-    return cancelled
+
+class _Slot:
+    """One request of a stream and what is still owed for it."""
+
+    __slots__ = ("request", "ordered", "empty_final", "messages", "done")
+
+    def __init__(self, request, ordered: bool, empty_final: bool):
+        self.request = request
+        self.ordered = ordered        # non-decoupled: answered in request order
+        self.empty_final = empty_final
+        self.messages: list = []      # encoded, held until the earlier slots are answered
+        self.done = False
+
+
+class _Stream:
+    """A ModelStreamInfer call: a reader task enqueues requests, this task writes answers.
+
+    Answers reach ``_put`` on the loop (``StreamSender``). Non-decoupled
+    requests' answers are written in request order; a decoupled model's
+    responses as they come, each with ``triton_final_response``. The stream
+    ends once the client has half-closed and every request has its final answer.
+    """
+
+    def __init__(self, dataplane, codec, context, grpc_errors: bool):
+        self.dataplane = dataplane
+        self.codec = codec
+        self.context = context
+        self.grpc_errors = grpc_errors
+        self.loop = asyncio.get_running_loop()
+        self.outbox: deque = deque()
+        self.wakeup = asyncio.Event()
+        self.ordered: deque[_Slot] = deque()
+        self.open: set = set()        # requests without their final answer
+        self.reading = True
+        self.failure: Optional[BaseException] = None  # triton_grpc_error: end with this
+
+    async def serve(self, requests) -> None:
+        reader = asyncio.ensure_future(self._read(requests))
+        try:
+            while True:
+                while self.outbox:
+                    await self.context.write(self.outbox.popleft())
+                if self.failure is not None:
+                    code, message = error_status(self.failure, "ModelStreamInfer")
+                    await self.context.abort(code, message)
+                if not self.reading and not self.open and not self.outbox:
+                    break
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            await reader  # re-raises what the reader hit
+        finally:
+            if not reader.done():
+                reader.cancel()
+            for request in list(self.open):  # client gone, or the stream ended with an error
+                request.cancel()
+
+    async def _read(self, requests) -> None:
+        try:
+            async for data in requests:
+                self._submit(data)
+        finally:
+            self.reading = False
+            self.wakeup.set()
+
+    def _submit(self, data: bytes) -> None:
+        try:
+            request = self.codec.decode_request(data)
+        except InvalidArgument as exc:
+            self._error_message(None, exc)
+            return
+        params = request.parameters
+        empty_final = params.get(EMPTY_FINAL_PARAMETER, False) is True if params else False
+        slot = _Slot(request, not self.dataplane.model_decoupled(request.model_name,
+                                                                  request.model_version),
+                     empty_final)
+        if slot.ordered:
+            self.ordered.append(slot)
+        self.open.add(request)
+        request.sender = StreamSender(self.loop, self._put, slot)
+        self.dataplane.enqueue(request)
+
+    def _put(self, item: tuple) -> None:
+        """A response, an error or the final flag for one request (on the loop)."""
+        value, final, slot = item
+        request = slot.request
+        if isinstance(value, BaseException):
+            if self.grpc_errors:
+                if self.failure is None:
+                    self.failure = value
+                message = None
+            else:
+                message = self._encode(self._bare_response(request, final),
+                                       error_status(value, "ModelStreamInfer")[1])
+        elif value is None:  # a decoupled model's "complete" flag without a response
+            message = (self._encode(self._bare_response(request, True))
+                       if final and slot.empty_final else None)
+        else:
+            value.parameters["triton_final_response"] = final
+            message = self._encode(value)
+        if final:
+            self.open.discard(request)
+        if slot.ordered:
+            if message is not None:
+                slot.messages.append(message)
+            slot.done = slot.done or final
+            ordered = self.ordered
+            while ordered and ordered[0].done:
+                self.outbox.extend(ordered.popleft().messages)
+        elif message is not None:
+            self.outbox.append(message)
+        self.wakeup.set()
+
+    def _encode(self, response, error_message: str = "") -> bytes:
+        try:
+            return self.codec.encode_stream_response(response, error_message)
+        except Exception as exc:  # an output the encoder can't take: say so in-band
+            log.exception("encoding a stream response")
+            return self.codec.encode_stream_response(
+                self._bare_response(response, True) if response is not None else None,
+                f"internal error: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _bare_response(request, final: bool) -> InferResponse:
+        return InferResponse(request.model_name, request.model_version, request.id,
+                             parameters={"triton_final_response": final})
+
+    def _error_message(self, request, exc: BaseException) -> None:
+        if self.grpc_errors:
+            self.failure = self.failure or exc
+        else:
+            self.outbox.append(self.codec.encode_stream_response(None, error_status(exc, "")[1]))
+        self.wakeup.set()
 
 
 def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
@@ -176,44 +303,63 @@ def _unimplemented(name: str):
     return unimplemented
 
 
-def build_handlers(servicer: GRPCInferenceServicer, guard: Callable = _guarded,
-                   guard_infer: Callable | None = None) -> grpc.GenericRpcHandler:
-    """The service's handlers, each servicer method wrapped by ``guard``.
+def _in_pool(executor: futures.Executor, method: Callable) -> Callable:
+    """A control RPC as a coroutine handler that runs ``method`` in the pool."""
+    async def handler(request, context):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, method, request, context)
+        except Exception as exc:
+            code, message = error_status(exc, method.__name__)
+        await context.abort(code, message)
+    handler.__name__ = method.__name__
+    return handler
 
-    ``guard`` turns a servicer method into a handler of the serving loop (a plain
-    function for ``grpc.server``, a coroutine function for ``grpc.aio``);
-    ``guard_infer`` wraps ModelInfer when it should run differently (default: ``guard``).
-    """
+
+def _on_loop(method: Callable) -> Callable:
+    """An inference coroutine as a handler; every error becomes a status here."""
+    async def handler(request, context):
+        try:
+            return await method(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            code, message = error_status(exc, method.__name__)
+        await context.abort(code, message)
+    handler.__name__ = method.__name__
+    return handler
+
+
+def build_handlers(servicer: GRPCInferenceServicer,
+                   executor: futures.Executor) -> grpc.GenericRpcHandler:
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers = {}
     for method in service.methods:
         name = method.name
         if name == "ModelInfer":
-            handlers[name] = grpc.unary_unary_rpc_method_handler(
-                (guard_infer or guard)(servicer.ModelInfer))
+            handlers[name] = grpc.unary_unary_rpc_method_handler(_on_loop(servicer.ModelInfer))
+            continue
+        if name == "ModelStreamInfer":
+            handlers[name] = grpc.stream_stream_rpc_method_handler(
+                _on_loop(servicer.ModelStreamInfer))
             continue
         request_class = getattr(pb, method.input_type.name)
         impl = getattr(servicer, name, None)
-        if method.client_streaming or method.server_streaming:
-            handlers[name] = grpc.stream_stream_rpc_method_handler(
-                guard(_unimplemented(name)), request_deserializer=request_class.FromString,
-                response_serializer=lambda m: m.SerializeToString())
-            continue
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            guard(impl if impl is not None else _unimplemented(name)),
+            _in_pool(executor, impl if impl is not None else _unimplemented(name)),
             request_deserializer=request_class.FromString,
             response_serializer=lambda m: m.SerializeToString())
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-class ReadinessHealthServicer(health.HealthServicer):
+class ReadinessHealthServicer(health.aio.HealthServicer):
     """``grpc.health.v1.Health/Check``: SERVING iff the server is ready, as Triton."""
 
     def __init__(self, dataplane):
         super().__init__()
         self.dataplane = dataplane
 
-    def Check(self, request, context):
+    async def Check(self, request, context):
         status = (health_pb2.HealthCheckResponse.SERVING if self.dataplane.server_ready()
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         return health_pb2.HealthCheckResponse(status=status)
@@ -225,13 +371,53 @@ def server_options(settings) -> list[tuple[str, int]]:
     return grpc_server_options(settings)
 
 
-def create_grpc_server(dataplane, settings) -> grpc.Server:
+class BindError(RuntimeError):
+    """The frontend could not listen on its address."""
+
+
+class GrpcFrontend:
+    """The running gRPC service; ``stop(grace)`` lets in-flight RPCs finish."""
+
+    name = "gRPC"
+
+    def __init__(self, server: grpc.aio.Server, executor: futures.Executor, address: str):
+        self.server = server
+        self.executor = executor
+        self.address = address
+
+    async def serve(self) -> None:
+        await self.server.start()
+        log.info("Started GRPCInferenceService at %s", self.address)
+
+    async def stop(self, grace: float) -> None:
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=False)
+
+
+async def start(dataplane, settings) -> GrpcFrontend:
+    """Bind and serve ``GRPCInferenceService`` and ``grpc.health.v1`` on the running loop."""
+    frontend = await bind(dataplane, settings)
+    await frontend.serve()
+    return frontend
+
+
+async def bind(dataplane, settings) -> GrpcFrontend:
+    """Bind the port (``serve()`` starts answering): start-up binds before loading models."""
     codec = load_codec(settings.infer_codec)
     log.info("ModelInfer codec: %s", codec.__name__)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
-                                   thread_name_prefix="grpc"),
-        options=server_options(settings))
-    server.add_generic_rpc_handlers((build_handlers(GRPCInferenceServicer(dataplane, codec)),))
+    executor = futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
+                                          thread_name_prefix="grpc-control")
+    server = grpc.aio.server(options=server_options(settings))
+    server.add_generic_rpc_handlers(
+        (build_handlers(GRPCInferenceServicer(dataplane, codec), executor),))
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
-    return server
+    address = f"{settings.grpc_address}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio's text points at GRPC_VERBOSITY; say what it means
+        bound = 0
+    reason = "address in use or not available"
+    if not bound:
+        executor.shutdown(wait=False)
+        raise BindError(f"failed to bind gRPC frontend on {address}: {reason}")
+    return GrpcFrontend(server, executor, address)

@@ -1,6 +1,7 @@
 """The reference ModelInfer codec, built on the generated protobuf classes.
 
-Slower than the Cython codec (``ext/wire.pyx``) but obviously right; it is the
+Slower than the Cython codec (``ext/wire.pyx``) but obviously right (it builds
+the same request and response classes, those of ``_ext.wire``); it is the
 specification the Cython codec is tested against, and selectable with
 ``--infer-codec python`` for debugging.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from .._proto import grpc_service_pb2 as pb
 from ..errors import InvalidArgument
-from ..inference import InferInput, InferRequest, InferResponse, RequestedOutput
+from .._ext.wire import InferInput, InferRequest, InferResponse, RequestedOutput
 
 _CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents",
                    "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
@@ -91,3 +92,11 @@ def response_to_message(response: InferResponse):
 
 def encode_response(response: InferResponse) -> bytes:
     return response_to_message(response).SerializeToString()
+
+
+def encode_stream_response(response, error_message: str = "") -> bytes:
+    """A ModelStreamInferResponse: ``error_message`` and/or ``infer_response``."""
+    msg = pb.ModelStreamInferResponse(error_message=error_message)
+    if response is not None:
+        msg.infer_response.CopyFrom(response_to_message(response))
+    return msg.SerializeToString()

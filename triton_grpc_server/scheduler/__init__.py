@@ -3,25 +3,32 @@
 :func:`create_scheduler` picks Triton's behaviour from the model config: the
 :class:`DynamicBatcher` when ``dynamic_batching`` is set on a model with a
 batch dimension, else the :class:`InstancePool` (each request on the next
-free instance). Both run N instances concurrently, one request or batch each,
-and record into the version's :class:`~triton_grpc_server.stats.ModelStats`.
+free instance). Every scheduler has ``enqueue(work) -> None``, which returns
+at once, and ``close()``; instances run on their own worker threads and answer
+each :class:`ScheduledRequest` through it. They record into the version's
+:class:`~triton_grpc_server.stats.ModelStats`.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Protocol, Sequence
 
 from ..stats import ModelStats
-from .base import QueueFull, QueueTimeout, RequestCancelled
+from .base import QueueFull, QueueTimeout, RequestCancelled, ScheduledRequest
 from .batcher import DynamicBatcher
 from .instance_pool import InstancePool
 
-Scheduler = Union[InstancePool, DynamicBatcher]
+
+class Scheduler(Protocol):
+    def enqueue(self, work: ScheduledRequest) -> None: ...
+
+    def close(self) -> None: ...
+
 
 __all__ = ["DynamicBatcher", "InstancePool", "QueueFull", "QueueTimeout", "RequestCancelled",
-           "Scheduler", "create_scheduler"]
+           "ScheduledRequest", "Scheduler", "create_scheduler"]
 
 
 def create_scheduler(config, instances: Sequence, stats: Optional[ModelStats] = None) -> Scheduler:
     if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
         return DynamicBatcher(config, instances, stats)
-    return InstancePool(instances, stats)
+    return InstancePool(instances, stats, name=config.name)

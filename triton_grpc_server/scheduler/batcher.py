@@ -1,36 +1,36 @@
 """Triton's dynamic batcher: gather compatible requests into one execution.
 
-Calling RPC threads put their request in a :class:`~.queues.PriorityQueue`
-and block on an event. One batcher thread per model version forms a batch
-whenever an instance is free: it takes the first queued request and every
-later one whose inputs agree beyond the batch dimension (and whose parameters
-are equal), up to ``max_batch_size`` items. The batch goes out at once when it
-is full, or when it reaches the largest ``preferred_batch_size`` the queue can
-make, or when its oldest request has waited ``max_queue_delay_microseconds``.
-Each instance has a worker thread, so N instances run N batches at once. A
-request that finds the queue empty and an instance free (and no queue delay
-configured) runs on its own RPC thread instead, saving two thread hand-offs.
+``enqueue`` puts the request in a :class:`~.queues.PriorityQueue` and returns.
+One batcher thread per model version forms a batch whenever an instance is
+free: it takes the first queued request and every later one whose inputs
+agree beyond the batch dimension (and whose parameters are equal), up to
+``max_batch_size`` items. The batch goes out at once when it is full, or when
+it reaches the largest ``preferred_batch_size`` the queue can make, or when its
+oldest request has waited ``max_queue_delay_microseconds``. Each instance has a
+worker thread, so N instances run N batches at once. A request that finds the
+queue empty and an instance free (and no queue delay configured) goes straight
+to that instance's worker, saving the hand-off through the batcher thread.
 
-Inputs are concatenated along dimension 0 (one copy per request; a batch of
-one goes through untouched) and each request gets views of its rows of the
-outputs. With ``preserve_ordering`` responses are released in arrival order.
+The instance concatenates the inputs (``ArrayBackendInstance``: one copy per
+request; a batch of one goes through untouched) and answers each request with
+views of its rows. With ``preserve_ordering`` answers are held and released
+in arrival order. A queued request whose client goes away leaves the queue
+through its cancel callback, at once.
 """
 from __future__ import annotations
 
 import logging
-import queue as queue_module
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-
-from .. import logs
 from ..backends.base import BackendInstance
 from ..errors import TritonError, Unavailable
-from ..stats import BACKEND, REJECTED, ModelStats, RequestTiming
-from .base import CANCEL_POLL_SECS, QueueFull, QueueTimeout, RequestCancelled, backend_error
-from .queues import DROPPED, QUEUED, TAKEN, PriorityQueue, QueuedRequest
+from ..stats import ModelStats
+from .base import RequestCancelled, ScheduledRequest  # noqa: F401
+from .instance_pool import InstanceWorker
+from .base import DROPPED, QUEUED, TAKEN, QueueFull, QueueTimeout
+from .queues import PriorityQueue
 
 log = logging.getLogger(__name__)
 _now = time.monotonic_ns
@@ -46,41 +46,51 @@ def batch_key(inputs: Mapping[str, Any], parameters: Mapping[str, Any]) -> tuple
 
 
 class _OrderGate:
-    """Releases finished requests strictly in arrival (sequence) order."""
+    """Releases requests' answers strictly in arrival (sequence) order."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._next = 0
-        self._held: dict[int, QueuedRequest] = {}
+        self._held: dict[int, "_OrderedSender"] = {}
 
-    def complete(self, request: QueuedRequest) -> None:
+    def complete(self, sender: "_OrderedSender") -> None:
         ready = []
         with self._lock:
-            self._held[request.seq] = request
+            self._held[sender.seq] = sender
             while self._next in self._held:
                 ready.append(self._held.pop(self._next))
                 self._next += 1
         for done in ready:
-            done.done.set()
+            done.flush()
 
 
-class _Worker:
-    """One instance and the thread that runs its batches."""
+class _OrderedSender:
+    """Holds a request's answers until every earlier request has been answered."""
 
-    def __init__(self, batcher: "DynamicBatcher", instance: BackendInstance, index: int):
-        self.instance = instance
-        self.index = index
-        self.jobs: "queue_module.SimpleQueue" = queue_module.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, args=(batcher,), daemon=True,
-                                       name=f"instance-{batcher.name}-{index}")
-        self.thread.start()
+    streaming = False
 
-    def _run(self, batcher: "DynamicBatcher") -> None:
-        while True:
-            batch = self.jobs.get()
-            if batch is None:
-                return
-            batcher._execute(self, batch)
+    def __init__(self, gate: _OrderGate, seq: int, sender):
+        self.gate, self.seq, self.sender = gate, seq, sender
+        self.streaming = getattr(sender, "streaming", False)
+        self.items: list = []
+
+    def send(self, response, *, final: bool) -> None:
+        self.items.append((False, response, final))
+        if final:
+            self.gate.complete(self)
+
+    def send_error(self, error, *, final: bool = True) -> None:
+        self.items.append((True, error, final))
+        if final:
+            self.gate.complete(self)
+
+    def flush(self) -> None:
+        for is_error, value, final in self.items:
+            if is_error:
+                self.sender.send_error(value, final=final)
+            else:
+                self.sender.send(value, final=final)
+        self.items = []
 
 
 class DynamicBatcher:
@@ -94,88 +104,71 @@ class DynamicBatcher:
         self.preferred = frozenset(s for s in batching.preferred_batch_size
                                    if 0 < s <= self.max_batch)
         self.delay_ns = batching.max_queue_delay_microseconds * 1000
-        # a request that finds the queue empty and an instance free runs on its own thread
-        # unless it should wait for company (a queue delay) or could be dropped first
+        # a request that finds the queue empty and an instance free goes to it directly
+        # unless it should wait for company (a queue delay)
         self._direct = self.delay_ns == 0
         self.queue = PriorityQueue(batching)
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         self._closing = False
         self._order = _OrderGate() if batching.preserve_ordering else None
-        self._workers = [_Worker(self, instance, i) for i, instance in enumerate(self.instances)]
+        self._workers = [InstanceWorker(instance, f"instance-{self.name}-{i}", self._worker_idle)
+                         for i, instance in enumerate(self.instances)]
         self._free = list(self._workers)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"batcher-{self.name}")
         self._thread.start()
 
-    # -- the calling RPC thread -------------------------------------------
-    def execute(self, inputs: Mapping[str, Any], output_names: Sequence[str],
-                parameters: Mapping[str, Any], *, batch: int = 0,
-                timing: Optional[RequestTiming] = None, priority: int = 0, timeout_us: int = 0,
-                cancelled: Optional[Callable[[], bool]] = None) -> Mapping[str, Any]:
-        if timing is None:
-            timing = RequestTiming()
-        request = QueuedRequest(inputs, output_names, parameters, batch,
-                                batch_key(inputs, parameters), timing, cancelled)
-        request.done = threading.Event()
+    # -- enqueue (the frontend's thread) ---------------------------------------
+    def enqueue(self, work: ScheduledRequest) -> None:
+        work.key = batch_key(work.inputs, work.parameters)
         worker = None
+        error = None
         with self._cond:
             if self._closing:
-                raise Unavailable(f"model '{self.name}' is unloading")
-            if self._direct and not self.queue.size and self._free:
-                # Nothing to batch with and nothing to wait for: run it on this thread
-                # (what the batcher would do at once, without two thread hand-offs).
+                error = Unavailable(f"model '{self.name}' is unloading")
+            elif self._direct and not self.queue.size and self._free:
+                # Nothing to batch with and nothing to wait for: straight to the instance
+                # (what the batcher would do at once, without its thread's hand-off).
                 worker = self._free.pop()
-                request.state = TAKEN
-                request.enqueue_ns = _now()
+                work.state = TAKEN
+                work.enqueue_ns = _now()
             else:
                 try:
-                    self.queue.put(request, priority, timeout_us, _now())
-                except QueueFull:
-                    timing.failure = REJECTED
-                    raise
-                self.stats.enqueued()
-                self._cond.notify()
-            request.seq = self._seq
-            self._seq += 1
-        if worker is not None:
-            self._execute(worker, [request])
-        self._wait(request)
-        error = request.error
+                    self.queue.put(work, work.priority, work.timeout_us, _now())
+                except QueueFull as exc:
+                    error = exc
+                else:
+                    self.stats.enqueued()
+                    self._cond.notify()
+            if error is None:
+                work.seq = self._seq
+                self._seq += 1
+                if self._order is not None:
+                    work.sender = _OrderedSender(self._order, work.seq, work.sender)
         if error is not None:
-            if not isinstance(error, (QueueTimeout, RequestCancelled)):
-                error = backend_error(error)
-            timing.failure = getattr(error, "failure", BACKEND)
-            raise error
-        return request.outputs
+            work.respond_error(error)
+        elif worker is not None:
+            worker.jobs.put([work])
+        else:
+            work.request.add_cancel_callback(lambda: self._drop(work))
 
-    def _wait(self, request: QueuedRequest) -> None:
-        done, cancelled = request.done, request.cancelled
-        if cancelled is None:
-            done.wait()
-            return
-        while not done.wait(CANCEL_POLL_SECS):
-            if cancelled() and self._drop(request):
-                request.error = RequestCancelled()
-                return
-
-    def _drop(self, request: QueuedRequest) -> bool:
-        """Take a request whose client went away out of the queue; false if already taken."""
+    def _drop(self, work: ScheduledRequest) -> None:
+        """A queued request's client went away: out of the queue, answered CANCELLED."""
         with self._cond:
-            if request.state != QUEUED:
-                return False
-            request.state = DROPPED
+            if work.state != QUEUED:
+                return  # taken meanwhile; the worker checks the flag before running it
+            work.state = DROPPED
             self.queue.remove_marked(1)
             self.stats.dequeued()
             self._cond.notify()
-        if self._order is not None:
-            self._order.complete(request)
-        return True
+        work.respond_error(RequestCancelled())
 
-    def _finish(self, request: QueuedRequest) -> None:
-        if self._order is not None:
-            self._order.complete(request)
-        else:
-            request.done.set()
+    def _worker_idle(self, worker: InstanceWorker) -> None:
+        """A worker finished its batch: it is free again, and the batcher may form the next."""
+        with self._cond:
+            self._free.append(worker)
+            self._cond.notify()
+        return None
 
     # -- the batcher thread ----------------------------------------------------
     def _run(self) -> None:
@@ -184,23 +177,24 @@ class DynamicBatcher:
                 work = self._next()
                 if work is _STOP:
                     return
-                worker, batch, finished = work
-                for request in finished:
-                    self._finish(request)
+                worker, batch, failed, error_type = work
+                for request in failed:
+                    request.respond_error(error_type())
                 if batch:
                     worker.jobs.put(batch)
-        except BaseException:  # never expected; fail what is queued rather than hang callers
+        except BaseException:  # never expected; fail what is queued rather than strand it
             log.exception("batcher for model '%s' stopped", self.name)
             with self._cond:
                 self._closing = True
                 stranded = [r for r in self.queue if r.state == QUEUED]
+                for request in stranded:
+                    request.state = DROPPED
                 self.queue.remove_marked(len(stranded))
             for request in stranded:
-                request.error = TritonError(f"batcher for model '{self.name}' stopped")
-                self._finish(request)
+                request.respond_error(TritonError(f"batcher for model '{self.name}' stopped"))
 
     def _next(self):
-        """Under the lock: wait until there is a batch to run or requests to finish."""
+        """Under the lock: wait until there is a batch to run or requests to fail."""
         cond = self._cond
         with cond:
             while True:
@@ -210,9 +204,8 @@ class DynamicBatcher:
                     if expired:
                         for request in expired:
                             request.state = DROPPED
-                            request.error = QueueTimeout()
                         self.stats.dequeued(len(expired))
-                        return None, None, expired
+                        return None, None, expired, QueueTimeout
                 if self._closing and not self.queue.size and len(self._free) == len(self._workers):
                     return _STOP
                 wake = self.queue.next_deadline()
@@ -221,16 +214,15 @@ class DynamicBatcher:
                     if dropped:
                         for request in dropped:
                             request.state = DROPPED
-                            request.error = RequestCancelled()
                         self.queue.remove_marked(len(dropped))
                         self.stats.dequeued(len(dropped))
-                        return None, None, dropped
+                        return None, None, dropped, RequestCancelled
                     if batch:
                         for request in batch:
                             request.state = TAKEN
                         self.queue.remove_marked(len(batch))
                         self.stats.dequeued(len(batch))
-                        return self._free.pop(), batch, ()
+                        return self._free.pop(), batch, (), None
                     wake = min(wake, ready_at) if wake else ready_at
                 cond.wait((wake - now) / 1e9 if wake else None)
 
@@ -247,7 +239,7 @@ class DynamicBatcher:
                 if total >= limit:
                     break
                 continue
-            if request.cancelled is not None and request.cancelled():
+            if request.request.cancelled:  # its callback is on the way; don't batch it
                 dropped.append(request)
                 continue
             chosen.append(request)
@@ -269,67 +261,6 @@ class DynamicBatcher:
             return chosen, 0, ()
         return None, oldest + self.delay_ns, ()
 
-    # -- the instance worker threads -------------------------------------------
-    def _execute(self, worker: _Worker, batch: list[QueuedRequest]) -> None:
-        start = _now()
-        if logs.STATE.verbose:
-            logs.verbose(log, 1, "model '%s': batch of %d request(s), %d item(s) on instance %d",
-                         self.name, len(batch), sum(r.batch for r in batch), worker.index)
-        try:
-            inputs, output_names, parameters = self._gather(batch)
-            gathered = _now()
-            outputs = worker.instance.execute(inputs, output_names, parameters)
-            executed = _now()
-            self._scatter(batch, outputs)
-            end = _now()
-        except BaseException as exc:
-            for request in batch:
-                request.error = exc
-        else:
-            self.stats.executed(sum(r.batch for r in batch), gathered - start,
-                                executed - gathered, end - executed)
-            for request in batch:
-                timing = request.timing
-                timing.queue_ns = start - request.enqueue_ns
-                timing.compute_input_ns = gathered - start
-                timing.compute_infer_ns = executed - gathered
-                timing.compute_output_ns = end - executed
-        finally:
-            with self._cond:
-                self._free.append(worker)
-                self._cond.notify()
-            for request in batch:
-                self._finish(request)
-
-    @staticmethod
-    def _gather(batch: list[QueuedRequest]):
-        first = batch[0]
-        if len(batch) == 1:
-            return first.inputs, first.output_names, first.parameters
-        inputs = {name: np.concatenate([r.inputs[name] for r in batch]) for name in first.inputs}
-        output_names = list(dict.fromkeys(n for r in batch for n in r.output_names))
-        return inputs, output_names, first.parameters
-
-    def _scatter(self, batch: list[QueuedRequest], outputs: Mapping[str, Any]) -> None:
-        if len(batch) == 1:
-            batch[0].outputs = outputs
-            return
-        total = sum(r.batch for r in batch)
-        arrays = {}
-        for name, value in outputs.items():
-            array = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if array.ndim == 0 or array.shape[0] != total:
-                raise TritonError(
-                    f"output '{name}' of model '{self.name}' has batch size "
-                    f"{array.shape[0] if array.ndim else 0}, expected {total}")
-            arrays[name] = array
-        offset = 0
-        for request in batch:
-            end = offset + request.batch
-            request.outputs = {n: arrays[n][offset:end]
-                               for n in request.output_names if n in arrays}
-            offset = end
-
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, stop the threads and close the instances."""
         with self._cond:
@@ -337,7 +268,7 @@ class DynamicBatcher:
             self._cond.notify()
         self._thread.join(timeout)
         for worker in self._workers:
-            worker.jobs.put(None)
+            worker.stop()
         for worker in self._workers:
             worker.thread.join(timeout)
         for instance in self.instances:

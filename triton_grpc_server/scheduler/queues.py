@@ -14,25 +14,9 @@ from collections import deque
 from typing import Iterator, Optional
 
 from .._proto import model_config_pb2 as mc
-from .base import QueueFull
+from .base import DROPPED, QUEUED, TAKEN, QueueFull, ScheduledRequest  # noqa: F401
 
-QUEUED, TAKEN, DROPPED = 0, 1, 2
-
-
-class QueuedRequest:
-    """A request waiting in (or just taken from) the batcher's queue."""
-
-    __slots__ = ("inputs", "output_names", "parameters", "batch", "key", "timing", "cancelled",
-                 "enqueue_ns", "deadline_ns", "level", "seq", "state", "outputs", "error", "done")
-
-    def __init__(self, inputs, output_names, parameters, batch, key, timing, cancelled):
-        self.inputs, self.output_names, self.parameters = inputs, output_names, parameters
-        self.batch, self.key, self.timing, self.cancelled = batch, key, timing, cancelled
-        self.enqueue_ns = self.deadline_ns = 0
-        self.level = self.seq = 0
-        self.state = QUEUED
-        self.outputs = self.error = None
-        self.done = None  # threading.Event, set when the response may be returned
+# The queued items are ScheduledRequest objects (scheduler/base.py).
 
 
 class LevelQueue:
@@ -41,8 +25,8 @@ class LevelQueue:
         self.timeout_ns = policy.default_timeout_microseconds * 1000
         self.allow_override = policy.allow_timeout_override
         self.delay_on_timeout = policy.timeout_action == mc.ModelQueuePolicy.DELAY
-        self.items: deque[QueuedRequest] = deque()
-        self.delayed: deque[QueuedRequest] = deque()
+        self.items: deque[ScheduledRequest] = deque()
+        self.delayed: deque[ScheduledRequest] = deque()
 
     def __len__(self) -> int:
         return len(self.items) + len(self.delayed)
@@ -78,7 +62,7 @@ class PriorityQueue:
             return priority - 1
         return self.default_level - 1  # 0 or out of range: the default level, as Triton
 
-    def put(self, request: QueuedRequest, priority: int, timeout_us: int, now: int) -> None:
+    def put(self, request: ScheduledRequest, priority: int, timeout_us: int, now: int) -> None:
         level = self.level_of(priority)
         queue = self.levels[level]
         if queue.max_size and len(queue) >= queue.max_size:
@@ -90,13 +74,13 @@ class PriorityQueue:
         queue.items.append(request)
         self.size += 1
 
-    def __iter__(self) -> Iterator[QueuedRequest]:
+    def __iter__(self) -> Iterator[ScheduledRequest]:
         """Queued requests in the order batches take them: level by level, delayed last."""
         for queue in self.levels:
             yield from queue.items
             yield from queue.delayed
 
-    def first(self) -> Optional[QueuedRequest]:
+    def first(self) -> Optional[ScheduledRequest]:
         for queue in self.levels:
             if queue.items:
                 return queue.items[0]
@@ -104,7 +88,7 @@ class PriorityQueue:
                 return queue.delayed[0]
         return None
 
-    def expire(self, now: int) -> list[QueuedRequest]:
+    def expire(self, now: int) -> list[ScheduledRequest]:
         """Apply timeouts: return the requests to reject, move the ones to delay."""
         rejected = []
         for queue in self.levels:

@@ -1,10 +1,7 @@
-"""The ``grpc.aio`` serving loop (``--grpc-server aio``) through tritonclient.
+"""The ``grpc.aio`` serving loop through tritonclient, with each codec.
 
-Same semantics as the sync server: results, error statuses, metadata, a
-graceful stop that lets an in-flight request finish, and the scheduler's
-batching and deadlines, which need ModelInfer off the event loop. ModelInfer
-runs in the thread pool, or on the event loop up to ``--grpc-aio-inline-bytes``;
-both paths are exercised, with each codec.
+Results, error statuses, metadata, and the scheduler's batching and deadlines
+with ModelInfer awaiting its sender on the event loop (no thread per request).
 """
 from __future__ import annotations
 
@@ -21,8 +18,7 @@ from models import error_of
 from scheduling_models import (NO_AUTO_COMPLETE, Completions, delay_for, model_stats,
                                slow_inputs, wait_until, write_model)
 
-INLINE = ("--grpc-aio-inline-bytes", "65536")
-BIG = 1 << 16  # FP32 elements: 256 KiB, over the inline limit
+BIG = 1 << 16  # FP32 elements: 256 KiB
 
 
 @pytest.fixture
@@ -50,8 +46,8 @@ def tensor(name, array, datatype):
 
 
 @pytest.mark.parametrize("codec", _codecs())
-def test_infer_results_inline_and_in_pool(start_server, repo, codec):
-    server = start_server(repo, "--grpc-server", "aio", "--infer-codec", codec, *INLINE)
+def test_infer_results(start_server, repo, codec):
+    server = start_server(repo, "--infer-codec", codec)
     client = server.client()
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
     b = np.full((1, 16), 7, dtype=np.int32)
@@ -61,7 +57,7 @@ def test_infer_results_inline_and_in_pool(start_server, repo, codec):
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
     assert result.get_response().id == "r1"
 
-    # concurrent large requests go through run_in_executor (small ones ran inline)
+    # concurrent large requests
     arrays = [np.random.default_rng(i).standard_normal((1, BIG)).astype(np.float32)
               for i in range(6)]
     done, lock, finished = {}, threading.Lock(), threading.Event()
@@ -84,14 +80,14 @@ def test_infer_results_inline_and_in_pool(start_server, repo, codec):
 
 @pytest.mark.parametrize("codec", _codecs())
 def test_error_statuses(start_server, repo, codec):
-    server = start_server(repo, "--grpc-server", "aio", "--infer-codec", codec, *INLINE)
+    server = start_server(repo, "--infer-codec", codec)
     client = server.client()
     a = np.ones((1, 16), dtype=np.int32)
     code, message = error_of(client.infer, "nope", [tensor("INPUT0", a, "INT32")])
     assert (code, message) == ("NOT_FOUND", "Request for unknown model: 'nope' is not found")
     code, _ = error_of(client.infer, "simple", [tensor("INPUT0", a, "INT32")])  # INPUT1 missing
     assert code == "INVALID_ARGUMENT"
-    big = np.ones((1, BIG), dtype=np.int32)  # wrong datatype, from the thread pool
+    big = np.ones((1, BIG), dtype=np.int32)  # wrong datatype
     code, message = error_of(client.infer, "identity", [tensor("INPUT0", big, "INT32")])
     assert code == "INVALID_ARGUMENT" and "INPUT0" in message
     code, _ = error_of(client.get_model_metadata, "nope")
@@ -101,23 +97,18 @@ def test_error_statuses(start_server, repo, codec):
 
 
 def test_server_metadata_and_health(start_server, repo):
-    sync = start_server(repo)
-    aio = start_server(repo, "--grpc-server", "aio")
-    sync_client, aio_client = sync.client(), aio.client()
-    metadata = aio_client.get_server_metadata()
+    client = start_server(repo).client()
+    metadata = client.get_server_metadata()
     assert metadata.name == "triton"
-    assert metadata == sync_client.get_server_metadata()
-    assert aio_client.is_server_live() and aio_client.is_server_ready()
-    assert aio_client.is_model_ready("simple")
-    assert aio_client.get_model_metadata("simple") == sync_client.get_model_metadata("simple")
-    assert (aio_client.get_model_config("simple").config
-            == sync_client.get_model_config("simple").config)
-    sync_client.close()
-    aio_client.close()
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("simple")
+    assert [t.name for t in client.get_model_metadata("simple").inputs] == ["INPUT0", "INPUT1"]
+    assert client.get_model_config("simple").config.name == "simple"
+    client.close()
 
 
-# Signals stopping the aio server after an in-flight request: tests/test_cli.py
-# (test_signal_stops_cleanly_after_in_flight_request, the -aio cases).
+# Signals stopping the server after an in-flight request: tests/test_cli.py
+# (test_signal_stops_cleanly_after_in_flight_request).
 
 
 def _slow_model(tmp_path):
@@ -128,7 +119,7 @@ def _slow_model(tmp_path):
 
 
 def test_requests_queued_behind_a_busy_instance_form_one_batch(tmp_path, start_server):
-    server = start_server(_slow_model(tmp_path), "--grpc-server", "aio", NO_AUTO_COMPLETE,
+    server = start_server(_slow_model(tmp_path), NO_AUTO_COMPLETE,
                           "--metrics-port", free_port())
     client = server.client()
     assert client.is_server_ready()
@@ -147,7 +138,7 @@ def test_requests_queued_behind_a_busy_instance_form_one_batch(tmp_path, start_s
 
 
 def test_request_past_its_deadline_is_not_executed(tmp_path, start_server):
-    server = start_server(_slow_model(tmp_path), "--grpc-server", "aio", NO_AUTO_COMPLETE,
+    server = start_server(_slow_model(tmp_path), NO_AUTO_COMPLETE,
                           "--metrics-port", free_port())
     client = server.client()
     assert client.is_server_ready()
