@@ -359,8 +359,9 @@ def test_reuse_grpc_port(simple_repo):
         refused = run_cli("--model-repository", simple_repo, "--grpc-address", "127.0.0.1",
                           "--grpc-port", first.port, "--allow-metrics=false")
         assert refused.returncode == 1
-        last = refused.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: failed to bind gRPC") and f"127.0.0.1:{first.port}" in last
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: failed to bind gRPC frontend on 127.0.0.1:{first.port}: "
+                          "address in use or not available"], refused.stderr
         assert "successfully loaded" not in refused.stderr   # refused before loading models
     finally:
         first.stop()

@@ -84,11 +84,11 @@ def test_update_settings_semantics(fresh_state):
     assert logging.getLogger().isEnabledFor(logging.DEBUG - 1)
 
 
-@pytest.fixture(scope="module", params=["sync", "aio"])
-def server(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("logs") / "models"
     models.simple_model(repo, "simple")
-    yield from models.serve(repo, "--grpc-server", request.param)
+    yield from models.serve(repo)
 
 
 def _infer(client):
