@@ -362,7 +362,8 @@ def test_reuse_grpc_port(simple_repo):
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert errors == [f"error: failed to bind gRPC frontend on 127.0.0.1:{first.port}: "
                           "address in use or not available"], refused.stderr
-        assert "successfully loaded" not in refused.stderr   # refused before loading models
+        # refused before loading models
+        assert "successfully loaded" not in refused.stdout + refused.stderr
     finally:
         first.stop()
 
@@ -386,3 +387,36 @@ def test_make_serve_installs_serving_packages_only():
     assert "prometheus-client" in set(re.split(r"[<>=]", d)[0] for d in project["dependencies"])
     assert not names & {"torch", "tensorrt-lean-cu13", "tritonclient", "pytest", "hypothesis",
                         "pillow", "pytest-timeout"}, names
+
+
+def test_info_on_stdout_warnings_and_errors_on_stderr(tmp_path):
+    """As Triton (qa/L0_logging checks it): I lines on stdout, W and E lines on stderr."""
+    repo = tmp_path / "models"
+    models.simple_model(repo, "simple")
+    models.write_text(repo / "broken" / "config.pbtxt", "this is not a config")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    port = free_port()
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
+             "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false",
+             "--exit-on-error=false", "--grpc-use-ssl=false"],
+            cwd=str(ROOT), stdout=stdout, stderr=stderr)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if client.is_server_live():
+                        break
+                except Exception:
+                    time.sleep(0.1)
+        finally:
+            client.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    records_out = [line for line in out.read_text().splitlines() if DEFAULT_RECORD.match(line)]
+    records_err = [line for line in err.read_text().splitlines() if DEFAULT_RECORD.match(line)]
+    assert records_out and {line[0] for line in records_out} == {"I"}
+    assert {line[0] for line in records_err} == {"W", "E"}, records_err
+    assert any("Waiting for in-flight requests to complete" in line for line in records_out)

@@ -5,7 +5,8 @@ switches, verbose level, format, file); the command line sets it at start-up
 and :func:`update_settings` changes it at run time for the gRPC and HTTP
 LogSettings handlers, which only translate their wire values.
 
-Lines look like Triton's::
+Lines look like Triton's (info on stdout, warnings and errors on stderr, or
+all in ``--log-file``)::
 
     I1201 21:44:11.215123 1234 server.py:42] "message"            (default)
     2026-12-01T21:44:11Z I 1234 server.py:42] "message"           (ISO8601)
@@ -109,11 +110,17 @@ class TritonFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):
-    """stderr, or ``--log-file`` (appended to, as Triton does)."""
+    """``--log-file`` (appended to), else as Triton: info and verbose lines on stdout,
+    warnings and errors on stderr."""
 
     def __init__(self):
         super().__init__(sys.stderr)
         self._file = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:  # called with the handler's lock held
+            self.stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+        super().emit(record)
 
     def use_file(self, path: str) -> None:
         stream = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stderr

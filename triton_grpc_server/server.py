@@ -160,7 +160,7 @@ async def serve(dataplane, settings: Settings, stopping: threading.Event, reposi
         control.start()  # the repository poller, in poll mode
 
         await stop.wait()
-        log.info("stopping: waiting up to %.0fs for in-flight requests",
+        log.info("Waiting for in-flight requests to complete (up to %.0fs).",
                  settings.exit_timeout_secs)
         dataplane.accepting = False
     finally:
