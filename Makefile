@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8001
+HTTP_PORT ?= 8000
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup setup-serve compile debug models serve test test-fast bench gpu-check clean
@@ -34,7 +36,8 @@ models: setup-serve
 
 serve: setup-serve
 	$(MAKE_MODELS)
-	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT)
+	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
+		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
 test: setup
 	$(MAKE_MODELS)
@@ -46,6 +49,12 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer
+# (after `make models`; CI runs it after `make test`, so setup is not repeated).
+.PHONY: wheel-smoke
+wheel-smoke:
+	bash scripts/wheel_smoke.sh
 
 gpu-check:
 	bash scripts/gpu_check.sh

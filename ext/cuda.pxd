@@ -92,3 +92,25 @@ cdef extern from "cuda_runtime_api.h" nogil:
     cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
     cudaError_t cudaGraphDestroy(cudaGraph_t graph)
 
+
+    # Client CUDA shared memory: a region another process exported with
+    # cudaIpcGetMemHandle, opened here by its 64-byte handle.
+    cdef enum:
+        cudaIpcMemLazyEnablePeerAccess
+        cudaHostRegisterDefault
+        cudaHostRegisterPortable
+        CUDA_IPC_HANDLE_SIZE
+        cudaEnableDefault
+    ctypedef struct cudaIpcMemHandle_t:
+        char reserved[64]
+    cudaError_t cudaIpcOpenMemHandle(void** ptr, cudaIpcMemHandle_t handle, unsigned int flags)
+    cudaError_t cudaIpcCloseMemHandle(void* ptr)
+    cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* ptr)
+    cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind)
+    cudaError_t cudaHostRegister(void* ptr, size_t size, unsigned int flags)
+    cudaError_t cudaHostUnregister(void* ptr)
+    # cuMemGetAddressRange (the size of the allocation behind a pointer) is a driver
+    # call; fetched through the runtime so the build never links libcuda.
+    cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** func,
+                                                 unsigned int version,
+                                                 unsigned long long flags, void* status)

@@ -12,7 +12,7 @@ pinned pool falls back to ordinary (aligned) host memory so its bookkeeping
 works on a CPU-only machine.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport intptr_t
+from libc.stdint cimport intptr_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy
 
@@ -771,3 +771,81 @@ cdef class PinnedBuffer:
 
     def __repr__(self):
         return f"<PinnedBuffer size={self.size} capacity={self.capacity} ptr={self._ptr:#x}>"
+
+
+# ---------------------------------------------------------------- CUDA IPC (client shared memory)
+
+ctypedef int (*cu_mem_get_address_range_t)(uintptr_t* base, size_t* size,
+                                            uintptr_t ptr) noexcept nogil
+
+
+def ipc_open_mem_handle(bytes raw_handle not None, int device):
+    """``cudaIpcOpenMemHandle`` on a 64-byte handle from another process; returns the pointer.
+
+    Fails (``CudaError``) in the process that created the handle, as CUDA does.
+    """
+    cdef cudaIpcMemHandle_t handle
+    cdef void* ptr = NULL
+    cdef cudaError_t status
+    if len(raw_handle) != sizeof(handle.reserved):
+        raise ValueError(f"a CUDA IPC handle is {sizeof(handle.reserved)} bytes, "
+                         f"got {len(raw_handle)}")
+    memcpy(handle.reserved, <const char*>raw_handle, sizeof(handle.reserved))
+    check_status(cudaSetDevice(device))
+    with nogil:
+        status = cudaIpcOpenMemHandle(&ptr, handle, cudaIpcMemLazyEnablePeerAccess)
+    check_status(status)
+    return <intptr_t>ptr
+
+
+def ipc_get_mem_handle(intptr_t ptr):
+    """``cudaIpcGetMemHandle``: the 64-byte handle another process opens ``ptr`` with."""
+    cdef cudaIpcMemHandle_t handle
+    check_status(cudaIpcGetMemHandle(&handle, <void*>ptr))
+    return PyBytes_FromStringAndSize(handle.reserved, sizeof(handle.reserved))
+
+
+def ipc_close_mem_handle(intptr_t ptr):
+    """``cudaIpcCloseMemHandle`` on a pointer from :func:`ipc_open_mem_handle`."""
+    check_status(cudaIpcCloseMemHandle(<void*>ptr))
+
+
+def mem_address_range_size(intptr_t ptr):
+    """Bytes of the allocation ``ptr`` points into (``cuMemGetAddressRange``)."""
+    cdef void* fn = NULL
+    cdef uintptr_t base = 0
+    cdef size_t size = 0
+    cdef int result
+    check_status(cudaGetDriverEntryPointByVersion(b"cuMemGetAddressRange", &fn, 12000,
+                                                  cudaEnableDefault, NULL))
+    if fn == NULL:
+        raise RuntimeError("cuMemGetAddressRange is not available from the driver")
+    result = (<cu_mem_get_address_range_t>fn)(&base, &size, <uintptr_t>ptr)
+    if result != 0:
+        raise RuntimeError(f"Failed to get CUDA address range: CUresult {result}")
+    return size
+
+
+def memcpy_d2h(intptr_t dst, intptr_t src, size_t nbytes):
+    """Synchronous device-to-host ``cudaMemcpy``."""
+    cdef cudaError_t status
+    with nogil:
+        status = cudaMemcpy(<void*>dst, <const void*>src, nbytes, cudaMemcpyDeviceToHost)
+    check_status(status)
+
+
+def memcpy_h2d(intptr_t dst, intptr_t src, size_t nbytes):
+    """Synchronous host-to-device ``cudaMemcpy``."""
+    cdef cudaError_t status
+    with nogil:
+        status = cudaMemcpy(<void*>dst, <const void*>src, nbytes, cudaMemcpyHostToDevice)
+    check_status(status)
+
+
+def host_register(intptr_t ptr, size_t nbytes):
+    """``cudaHostRegister``: page-lock host memory (a system shm region) for direct DMA."""
+    check_status(cudaHostRegister(<void*>ptr, nbytes, cudaHostRegisterPortable))
+
+
+def host_unregister(intptr_t ptr):
+    check_status(cudaHostUnregister(<void*>ptr))

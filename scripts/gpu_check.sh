@@ -93,10 +93,14 @@ step "GPU-marked tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/test_cuda_layer.py tests/test_tensorrt_backend.py tests/test_pytorch_backend.py || status=1
 # Other GPU-marked tests in the tree (none may be skipped for lack of a GPU here).
-others=$(grep -l "mark.gpu" tests/test_*.py | grep -v -e test_cuda_layer -e test_tensorrt_backend -e test_pytorch_backend || true)
+others=$(grep -l "mark.gpu" tests/test_*.py | grep -v -e test_cuda_layer -e test_tensorrt_backend -e test_pytorch_backend -e test_shared_memory || true)
 if [[ -n "$others" ]]; then
     timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu -rs $others || status=1
 fi
+
+step "CUDA shared memory: a client process registers device buffers by IPC handle, infers, reads back"
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+    tests/test_shared_memory.py -k cuda_shared_memory_cross_process || status=1
 
 step "serve, compare, measure"
 timeout 200 python3 scripts/gpu_check.py || status=1

@@ -14,6 +14,9 @@
 #                   grpc_client.py  grpc_explicit_byte_content_client.py
 #                   grpc_explicit_int_content_client.py  grpc_explicit_int8_content_client.py
 #                   grpc_image_client.py  image_client.py  simple_grpc_model_control.py
+#                   simple_grpc_sequence_sync_infer_client.py
+#                   simple_grpc_sequence_stream_infer_client.py
+#                   simple_grpc_aio_sequence_stream_infer_client.py
 #                 Missing files are reported as SKIP.
 #   URL           the server's gRPC address (default localhost:8001).
 #
@@ -23,10 +26,18 @@
 # repository of exactly 8 models.  Set MODEL_CONTROL_URL to run it against a
 # different (explicit-mode) server, or SKIP_MODEL_CONTROL=1 to leave it out.
 #
+# HTTP/REST: set HTTP_URL (e.g. localhost:8000) to also run the HTTP examples
+# (simple_http_{health_metadata,infer,async_infer,aio_infer,string_infer}_client.py,
+# image_client.py -i http plain and -a); set HTTP_MODEL_CONTROL_URL to an
+# explicit-mode server of exactly 7 models to run simple_http_model_control.py.
+#
 # Environment:
 #   PYTHON       interpreter with tritonclient[grpc] and Pillow (default: python);
 #                image_client.py also needs tritonclient[http] importable
 #                (geventhttpclient, aiohttp), else its rows are SKIP
+#   DYNA_URL     a server whose repository adds simple_string_dyna_sequence (as
+#                Triton's qa/L0_grpc builds it; see make_string_dyna_sequence in
+#                examples/make_models.py): the sequence examples also run with -d
 #   TIMEOUT      seconds allowed per example (default: 60)
 #   LOG_DIR      where each example's output is kept (default: a new temp dir)
 #
@@ -141,16 +152,24 @@ run() {
 
 run infer              "PASS: infer"           simple_grpc_infer_client.py -u "$URL"
 run async_infer        "PASS: Async infer"     simple_grpc_async_infer_client.py -u "$URL"
-run aio_infer          "PASS: infer"           simple_grpc_aio_infer_client.py -u "$URL"
+run aio_infer          "PASS: grpc aio infer"  simple_grpc_aio_infer_client.py -u "$URL"
 run health_metadata    ""                      simple_grpc_health_metadata.py -u "$URL"
 run string_infer       "PASS: string"          simple_grpc_string_infer_client.py -u "$URL"
-run custom_args        "PASS: KeepAlive"       simple_grpc_custom_args_client.py -u "$URL"
+run custom_args        "PASS: CustomArgs"      simple_grpc_custom_args_client.py -u "$URL"
 xfail "unexpected inference (input|output) '(input|InceptionV3/Predictions/Softmax)' for model 'densenet_onnx'" \
     "example bug: sends Inception tensors ('input' [1,299,299,3] -> 'InceptionV3/Predictions/Softmax') to densenet_onnx; Triton rejects them too"
 run grpc_client        "PASS"                  grpc_client.py -u "$URL"
 run explicit_byte      "PASS: explicit string" grpc_explicit_byte_content_client.py -u "$URL"
 run explicit_int       "PASS: explicit int"    grpc_explicit_int_content_client.py -u "$URL"
 run explicit_int8      "PASS: explicit int8"   grpc_explicit_int8_content_client.py -u "$URL"
+run sequence_sync      "PASS: Sequence"        simple_grpc_sequence_sync_infer_client.py -u "$URL"
+run sequence_stream    "PASS: Sequence"        simple_grpc_sequence_stream_infer_client.py -u "$URL"
+run aio_sequence       "PASS: grpc aio sequence stream" simple_grpc_aio_sequence_stream_infer_client.py -u "$URL"
+if [[ -n ${DYNA_URL:-} ]]; then
+    run sequence_sync_d    "PASS: Sequence"    simple_grpc_sequence_sync_infer_client.py -u "$DYNA_URL" -d
+    run sequence_stream_d  "PASS: Sequence"    simple_grpc_sequence_stream_infer_client.py -u "$DYNA_URL" -d
+    run aio_sequence_d     "PASS: grpc aio sequence stream" simple_grpc_aio_sequence_stream_infer_client.py -u "$DYNA_URL" -d
+fi
 if [[ $HAVE_PIL -eq 1 ]]; then
     IMG_ARGS=(-m densenet_onnx -c 3 -s INCEPTION)
     run grpc_image         "PASS" grpc_image_client.py -u "$URL" "${IMG_ARGS[@]}" "$MUG"
@@ -178,6 +197,21 @@ else
     xfail "expected 'Invalid file path' for oversized file path; got 'StatusCode\.INVALID_ARGUMENT'" \
         "all steps before the long-path load passed; that step checks e.status() ('StatusCode.INVALID_ARGUMENT') for the message text, which no server can satisfy"
     run model_control  "PASS: model control"   simple_grpc_model_control.py -u "$MODEL_CONTROL_URL"
+fi
+
+if [[ -n ${HTTP_URL:-} ]]; then
+    run http_health_metadata "" simple_http_health_metadata.py -u "$HTTP_URL"
+    run http_infer          ""             simple_http_infer_client.py -u "$HTTP_URL"
+    run http_async_infer    ""             simple_http_async_infer_client.py -u "$HTTP_URL"
+    run http_aio_infer      "PASS: infer"  simple_http_aio_infer_client.py -u "$HTTP_URL"
+    run http_string_infer   "PASS: string" simple_http_string_infer_client.py -u "$HTTP_URL"
+    if [[ $HAVE_PIL -eq 1 ]]; then
+        run http_image_client       "PASS" image_client.py -i http -u "$HTTP_URL" -m densenet_onnx -c 5 -s INCEPTION "$MUG"
+        run http_image_client_async "PASS" image_client.py -i http -u "$HTTP_URL" -a -m densenet_onnx -c 5 -s INCEPTION "$IMAGE_DIR"
+    fi
+    if [[ -n ${HTTP_MODEL_CONTROL_URL:-} ]]; then
+        run http_model_control "PASS: model control" simple_http_model_control.py -u "$HTTP_MODEL_CONTROL_URL"
+    fi
 fi
 
 # --------------------------------------------------------------------- table

@@ -2,7 +2,8 @@
 
 ``start_server(repo, *args)`` launches ``python -m triton_grpc_server`` as a
 subprocess and waits until it answers ServerLive; the returned handle has
-``url`` ("127.0.0.1:PORT"), ``port``, ``process``, ``client()`` and ``stop()``.
+``url`` ("127.0.0.1:PORT"), ``port``, ``process``, ``client()`` and ``stop()``;
+``http_url``/``http_port``/``http_client()`` reach its HTTP/REST frontend.
 """
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ class ServerHandle:
     def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
+        self.http_port = free_port()
+        self.http_url = f"127.0.0.1:{self.http_port}"
         cmd = [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port),
+               "--http-address", "127.0.0.1", "--http-port", str(self.http_port),
                *metrics_flags(args), *map(str, args)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
@@ -75,6 +79,11 @@ class ServerHandle:
         import tritonclient.grpc as grpcclient
 
         return grpcclient.InferenceServerClient(self.url, **kwargs)
+
+    def http_client(self, **kwargs):
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, **kwargs)
 
     def log(self) -> str:
         if not self._log.closed:

@@ -21,20 +21,24 @@ from triton_grpc_server.senders import ResponseSender
 class GatedInstance(ArrayBackendInstance):
     """``OUTPUT0 = INPUT0 * 2`` (and ``BYTES_OUT = TEXT`` when sent), after the gate opens.
 
-    ``hold()`` closes the gate for the executions that start from then on;
-    ``started`` counts executions begun; ``batches`` records each one's inputs.
+    ``hold(values)`` closes the gate for the executions that start from then on
+    (only those whose first ``INPUT0`` value is in ``values``, if given);
+    ``started`` counts executions begun; ``batches`` records each one's inputs
+    as it finishes, ``finished`` its first ``INPUT0`` value.
     """
 
     def __init__(self, name: str = "gated"):
         self.name = name
         self.gate = threading.Event()
         self.gate.set()
+        self.held_values = None
         self.cond = threading.Condition()
         self.started = 0
-        self.batches, self.outputs = [], []
+        self.batches, self.outputs, self.finished = [], [], []
         self.threads = set()
 
-    def hold(self) -> None:
+    def hold(self, values=None) -> None:
+        self.held_values = None if values is None else set(values)
         self.gate.clear()
 
     def release(self) -> None:
@@ -50,8 +54,11 @@ class GatedInstance(ArrayBackendInstance):
         with self.cond:
             self.started += 1
             self.cond.notify_all()
-        assert self.gate.wait(30), "gate never opened"
+        first = float(np.asarray(inputs["INPUT0"]).reshape(-1)[0])
+        if self.held_values is None or first in self.held_values:
+            assert self.gate.wait(30), "gate never opened"
         self.batches.append({k: np.array(v) for k, v in inputs.items()})
+        self.finished.append(first)
         out = {"OUTPUT0": inputs["INPUT0"] * 2}
         if "TEXT" in inputs:
             out["BYTES_OUT"] = inputs["TEXT"]

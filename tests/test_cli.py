@@ -121,7 +121,7 @@ def test_model_store_alias_and_explicit_mode(simple_repo, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "triton_grpc_server", "--model-store", str(simple_repo),
-         "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false",
+         "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false", "--allow-http=false",
          "--model-control-mode=explicit", "--load-model", "simple"],
         cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
@@ -280,7 +280,8 @@ def test_busy_metrics_port_fails_before_loading(simple_repo):
         taken.listen()
         port = taken.getsockname()[1]
         proc = run_cli("--model-repository", simple_repo, "--grpc-port", free_port(),
-                       "--metrics-address", "127.0.0.1", "--metrics-port", port)
+                       "--allow-http=false", "--metrics-address", "127.0.0.1",
+                       "--metrics-port", port)
     line = one_line_error(proc)
     assert f"127.0.0.1:{port}" in line and "Metrics" in line
 
@@ -348,7 +349,7 @@ def test_reuse_grpc_port(simple_repo):
         second = subprocess.Popen(
             [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(simple_repo),
              "--grpc-address", "127.0.0.1", "--grpc-port", str(first.port),
-             "--allow-metrics=false", "--reuse-grpc-port=true"],
+             "--allow-metrics=false", "--allow-http=false", "--reuse-grpc-port=true"],
             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(3)
@@ -357,7 +358,8 @@ def test_reuse_grpc_port(simple_repo):
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0
         refused = run_cli("--model-repository", simple_repo, "--grpc-address", "127.0.0.1",
-                          "--grpc-port", first.port, "--allow-metrics=false")
+                          "--grpc-port", first.port, "--allow-metrics=false",
+                          "--allow-http=false")
         assert refused.returncode == 1
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert errors == [f"error: failed to bind gRPC frontend on 127.0.0.1:{first.port}: "
@@ -399,7 +401,7 @@ def test_info_on_stdout_warnings_and_errors_on_stderr(tmp_path):
     with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
-             "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false",
+             "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false", "--allow-http=false",
              "--exit-on-error=false", "--grpc-use-ssl=false"],
             cwd=str(ROOT), stdout=stdout, stderr=stderr)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")

@@ -68,7 +68,7 @@ TRITON_FLAGS = [
     ("grpc-http2-max-ping-strikes", "0"),
     ("grpc-max-connection-age", "60000"),
     ("grpc-max-connection-age-grace", "5000"),
-    ("grpc-restricted-protocol", "model-repository,health:admin-key=secret"),
+    ("grpc-restricted-protocol", "model-repository,statistics:admin-key=secret"),
     ("log-verbose", "1"),
     ("log-info", "true"),
     ("log-warning", "on"),
@@ -90,7 +90,7 @@ TRITON_FLAGS = [
     ("metrics-port", "18802"),
     ("metrics-interval-ms", "1000"),
     ("metrics-config", "summary_latencies=true"),
-    ("trace-config", "triton,file=/tmp/trace.json"),
+    ("trace-config", "triton,file=TRACEFILE"),
     ("cache-config", "local,size=1048576"),
     ("cache-directory", "/opt/tritonserver/caches"),
     ("rate-limit", "execution_count"),
@@ -108,7 +108,7 @@ TRITON_FLAGS = [
     ("repoagent-directory", "/opt/tritonserver/repoagents"),
     ("strict-model-config", "false"),
     ("response-cache-byte-size", "1048576"),
-    ("trace-file", "/tmp/trace.json"),
+    ("trace-file", "TRACEFILE"),
     ("trace-level", "TIMESTAMPS"),
     ("trace-rate", "1000"),
     ("trace-count", "-1"),
@@ -135,7 +135,7 @@ def test_list_is_complete():
 
 def _argv(name, value, tmp_path, joined=True):
     value = (value.replace("MODELS", str(tmp_path)).replace("LOGFILE", str(tmp_path / "log.txt"))
-             if value is not None else None)
+             .replace("TRACEFILE", str(tmp_path / "trace.json")) if value is not None else None)
     flag = [f"--{name}"] if value is None else (
         [f"--{name}={value}"] if joined else [f"--{name}", value])
     base = [] if name in ("model-repository", "model-store") else ["--model-repository",

@@ -85,11 +85,16 @@ EXTENSION_PROBES = {
 }
 
 
+# Answered even where not claimed: without a GPU the CUDA RPCs behave as a GPU build of
+# Triton's do on a machine without one (empty status; register fails with invalid args).
+ANSWERED_UNCLAIMED = {"cuda_shared_memory"}
+
+
 @pytest.mark.parametrize("extension", sorted(EXTENSION_PROBES))
 def test_extension_rpc_answers_or_is_unimplemented(client, extension):
     method, rpc = EXTENSION_PROBES[extension]
     claimed = extension in client.get_server_metadata().extensions
-    if claimed:
+    if claimed or extension in ANSWERED_UNCLAIMED:
         getattr(client, method)()
     else:
         code, message = error_of(getattr(client, method))

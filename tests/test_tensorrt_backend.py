@@ -582,3 +582,44 @@ def test_graph_capture_failure_falls_back_to_plain_enqueue_with_fakes(tmp_path, 
     for _ in range(2):
         np.testing.assert_array_equal(inst.run({"x": x}, ["y"], {})["y"], 2 * x + 1)
     assert not inst.use_graphs and not inst.graphs
+
+
+def test_execute_pipelines_batches_and_answers_from_the_completion_thread_with_fakes(
+        tmp_path, fake_gpu, monkeypatch):
+    import threading
+
+    from scheduler_fakes import Answers
+
+    from triton_grpc_server._ext.wire import InferRequest
+    from triton_grpc_server.scheduler.base import ScheduledRequest
+
+    gpu_done = threading.Event()  # the "GPU" finishes when the test says so
+    waiters = []
+
+    def synchronize(event):
+        waiters.append(threading.current_thread().name)
+        assert gpu_done.wait(30)
+    monkeypatch.setattr(_FakeCuda.Event, "synchronize", synchronize)
+    backend, _ = _fake_model(tmp_path)
+    inst = backend.create_instance(0, "KIND_GPU", 0)
+    answers = Answers()
+
+    def request(tag, batch):
+        x = np.full((batch, 4), tag, np.float32)
+        return ScheduledRequest(InferRequest(sender=answers.sender(tag)), None, {"x": x}, ["y"],
+                                {}, batch)
+
+    inst.execute([request(1, 2)])                     # both queued on the stream;
+    inst.execute([request(2, 3), request(3, 1)])      # execute returned each time
+    third = threading.Thread(target=inst.execute, args=([request(4, 1)],))
+    third.start()                                     # PIPELINE_DEPTH in flight: it waits
+    third.join(0.2)
+    assert third.is_alive() and answers.items == []
+    gpu_done.set()
+    third.join(30)
+    answers.wait(4)
+    assert answers.order == [1, 2, 3, 4]
+    for tag, batch in ((1, 2), (2, 3), (3, 1), (4, 1)):
+        np.testing.assert_array_equal(answers.of(tag)["y"], np.full((batch, 4), 2 * tag + 1.0))
+    assert set(waiters) == {"det_0-completion"}       # never the worker that called execute
+    inst.close()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ._version import TRITON_COMPAT_VERSION, __version__
-from .settings import GRPC_MAX_MESSAGE_BYTES, Settings
+from .settings import GRPC_MAX_MESSAGE_BYTES, HTTP_MAX_INPUT_SIZE, Settings
 
 NO_EFFECT = "has no effect in this server"
 
@@ -122,6 +122,27 @@ def restricted(option: str) -> Callable[[str], str]:
     return parse
 
 
+def positive_int(option: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = triton_int(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"Error: --{option} must be greater than 0.")
+        return value
+    parse.__name__ = "positive"
+    return parse
+
+
+def trace_setting(text: str) -> str:
+    """``--trace-config``, checked as the tracer will read it."""
+    from .trace import parse_trace_config
+
+    try:
+        parse_trace_config([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def rate_limit_resource(text: str) -> str:
     parts = text.split(":")
     try:
@@ -149,6 +170,7 @@ class Flag:
     metavar: str = ""
     aliases: tuple = ()
     deprecated: str = ""            # Triton's own deprecation warning
+    into: str = ""                  # a deprecated trace flag: the --trace-config it stands for
 
     @property
     def acts(self) -> bool:
@@ -157,13 +179,12 @@ class Flag:
 
 def _f(name, parse, group, help, dest=None, **kw) -> Flag:
     if dest is None and not kw.get("effect"):
-        dest = name.replace("-", "_")
+        dest = "trace_config" if kw.get("into") else name.replace("-", "_")
     return Flag(name, parse, group, help, dest, **kw)
 
 
 B, I, F, S = triton_bool, triton_int, triton_float, str
 GPU_ONLY = "GPU selection and device memory are left to the backends' own runtimes"
-NO_TRACE = "tracing is not implemented yet"
 NO_CACHE = "there is no response cache"
 
 FLAGS: tuple[Flag, ...] = (
@@ -224,13 +245,13 @@ FLAGS: tuple[Flag, ...] = (
        "Let several servers listen on the same HTTP port (SO_REUSEPORT)."),
     _f("http-header-forward-pattern", S, "HTTP",
        "Regular expression: HTTP headers whose names match become request parameters."),
-    _f("http-thread-count", I, "HTTP", "Threads handling HTTP requests.",
-       effect="the HTTP frontend runs on the server's event loop"),
-    _f("http-max-input-size", I, "HTTP", "Largest HTTP request input, in bytes.",
-       effect="the HTTP frontend is not served yet"),
+    _f("http-thread-count", I, "HTTP",
+       "Threads for the HTTP frontend's blocking calls such as model loads (default 8)."),
+    _f("http-max-input-size", positive_int("http-max-input-size"), "HTTP",
+       "Largest HTTP request body (also once decompressed), in bytes (default 67108864)."),
     _f("http-restricted-api", restricted("http-restricted-api"), "HTTP",
-       "<apis>:<key>=<value>: restrict API groups to requests carrying that header.",
-       effect="the HTTP frontend is not served yet", repeat=True),
+       "<apis>:<key>=<value>: requests of these API groups need header '<key>: <value>' "
+       "(repeatable).", repeat=True),
     # GRPC
     _f("allow-grpc", B, "GRPC", "Listen for gRPC requests (default true)."),
     _f("grpc-address", S, "GRPC", "Address the gRPC server binds (default 0.0.0.0).",
@@ -250,16 +271,15 @@ FLAGS: tuple[Flag, ...] = (
     _f("grpc-max-response-pool-size", I, "GRPC",
        "Largest number of response objects queued per stream.",
        effect="grpcio allocates per call; there is no state pool to size"),
-    _f("grpc-use-ssl", B, "GRPC", "Serve gRPC over TLS.",
-       effect="TLS is not implemented yet"),
-    _f("grpc-use-ssl-mutual", B, "GRPC", "Serve gRPC over mutual TLS.",
-       effect="TLS is not implemented yet"),
-    _f("grpc-server-cert", S, "GRPC", "PEM server certificate file.",
-       effect="TLS is not implemented yet"),
-    _f("grpc-server-key", S, "GRPC", "PEM server key file.",
-       effect="TLS is not implemented yet"),
-    _f("grpc-root-cert", S, "GRPC", "PEM root certificate file.",
-       effect="TLS is not implemented yet"),
+    _f("grpc-use-ssl", B, "GRPC",
+       "Serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key; default false)."),
+    _f("grpc-use-ssl-mutual", B, "GRPC",
+       "TLS requiring a client certificate signed by --grpc-root-cert; preempts "
+       "--grpc-use-ssl (default false)."),
+    _f("grpc-server-cert", S, "GRPC", "PEM server certificate file.", metavar="PEM"),
+    _f("grpc-server-key", S, "GRPC", "PEM server private key file.", metavar="PEM"),
+    _f("grpc-root-cert", S, "GRPC", "PEM root certificate client certificates must chain to.",
+       metavar="PEM"),
     _f("grpc-infer-response-compression-level", choice("none", "low", "medium", "high"), "GRPC",
        "Compression level of inference responses (default none).",
        effect="grpcio offers compression algorithms, not Triton's levels"),
@@ -284,8 +304,10 @@ FLAGS: tuple[Flag, ...] = (
        "Grace period in ms after a connection reaches its maximum age.",
        dest="grpc_max_connection_age_grace_ms"),
     _f("grpc-restricted-protocol", restricted("grpc-restricted-protocol"), "GRPC",
-       "<protocols>:<key>=<value>: restrict protocol groups to requests carrying that "
-       "header.", effect="restricted protocols are not implemented yet", repeat=True),
+       "<protocols>:<key>=<value>: calls of these groups need metadata "
+       "'triton-grpc-protocol-<key>: <value>' (repeatable; groups: health, metadata, inference, "
+       "shared-memory, model-config, model-repository, statistics, trace, logging).",
+       repeat=True),
     # Sagemaker, Vertex AI
     _f("allow-sagemaker", B, "Sagemaker", "Listen for SageMaker requests.",
        effect="the SageMaker endpoint is not implemented"),
@@ -319,9 +341,10 @@ FLAGS: tuple[Flag, ...] = (
        "summaries; summary_quantiles=0.5:0.05,0.9:0.01 sets their quantiles. Repeatable.",
        repeat=True),
     # Tracing
-    _f("trace-config", named_setting("trace-config", False, "trace mode"), "Tracing",
-       "<mode>,<setting>=<value> or <setting>=<value>: trace settings.", effect=NO_TRACE,
-       repeat=True),
+    _f("trace-config", trace_setting, "Tracing",
+       "[<mode>,]<setting>=<value>, repeatable: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+       "count=N, mode=triton|opentelemetry, triton,file=PATH, triton,log-frequency=N, "
+       "opentelemetry,url=URL.", repeat=True),
     # Response cache
     _f("cache-config", named_setting("cache-config", True, "cache name"), "Response Cache",
        "<cache>,<setting>=<value>: configure a response cache.", effect=NO_CACHE, repeat=True),
@@ -355,8 +378,7 @@ FLAGS: tuple[Flag, ...] = (
        effect="GPU memory is not accounted per load", repeat=True),
     # Shared memory
     _f("allow-client-shm", B, "Shared Memory",
-       "Allow clients to register shared-memory regions (default false).",
-       effect="client shared memory is not implemented yet"),
+       "Allow clients to register system and CUDA shared-memory regions (default false)."),
     # Backend, repository agent
     _f("backend-directory", S, "Backend", "Directory of backend shared libraries.",
        effect="backends are Python modules of this package"),
@@ -374,17 +396,28 @@ FLAGS: tuple[Flag, ...] = (
     _f("response-cache-byte-size", I, "DEPRECATED",
        "DEPRECATED: use --cache-config.", effect=NO_CACHE),
     _f("trace-file", S, "DEPRECATED", "DEPRECATED: use --trace-config triton,file=<path>.",
-       effect=NO_TRACE),
+       into="triton,file={}",
+       deprecated="Warning: '--trace-file' has been deprecated and will be removed in future "
+                  "releases. Please use '--trace-config triton,file=<filepath> instead."),
     _f("trace-level", choice("off", "false", "on", "true", "min", "max", "timestamps",
                              "tensors"), "DEPRECATED",
-       "DEPRECATED: use --trace-config level=<OFF|TIMESTAMPS|TENSORS>.", effect=NO_TRACE,
-       repeat=True),
+       "DEPRECATED: use --trace-config level=<OFF|TIMESTAMPS|TENSORS>.", repeat=True,
+       into="level={}",
+       deprecated="Warning: '--trace-level' has been deprecated and will be removed in future "
+                  "releases. Please use '--trace-config level=<OFF|TIMESTAMPS|TENSORS> instead."),
     _f("trace-rate", I, "DEPRECATED", "DEPRECATED: use --trace-config rate=<rate>.",
-       effect=NO_TRACE),
+       into="rate={}",
+       deprecated="Warning: '--trace-rate' has been deprecated and will be removed in future "
+                  "releases. Please use '--trace-config rate=<rate value> instead."),
     _f("trace-count", I, "DEPRECATED", "DEPRECATED: use --trace-config count=<count>.",
-       effect=NO_TRACE),
+       into="count={}",
+       deprecated="Warning: '--trace-count' has been deprecated and will be removed in future "
+                  "releases. Please use '--trace-config count=<count value> instead."),
     _f("trace-log-frequency", I, "DEPRECATED",
-       "DEPRECATED: use --trace-config triton,log-frequency=<n>.", effect=NO_TRACE),
+       "DEPRECATED: use --trace-config triton,log-frequency=<n>.", into="triton,log-frequency={}",
+       deprecated="Warning: '--trace-log-frequency' has been deprecated and will be removed in "
+                  "future releases. Please use '--trace-config triton,log-frequency=<log "
+                  "frequency value> instead."),
 )
 
 # This server's own flags (not Triton's).
@@ -396,6 +429,11 @@ OWN_FLAGS: tuple[Flag, ...] = (
        dest="grpc_max_message_bytes"),
     _f("infer-codec", choice("auto", "cython", "python"), "triton_grpc_server",
        "ModelInfer wire codec (default auto: Cython when built)."),
+    # limits (docs/security.md)
+    _f("model-load-max-file-bytes", I, "triton_grpc_server",
+       "Bytes of file: parameters one model load may carry (default 1 GiB).", metavar="BYTES"),
+    _f("model-max-instance-count", I, "triton_grpc_server",
+       "Instances one model's instance_group may ask for (default 64).", metavar="N"),
 )
 
 GROUP_ORDER = ("Server", "Logging", "Model Repository", "HTTP", "GRPC", "Sagemaker", "Vertex",
@@ -408,8 +446,17 @@ _METAVARS = {triton_bool: "BOOL", triton_int: "INT", int_or_bool: "INT", triton_
 
 
 def _key(flag: Flag) -> str:
-    """The argparse destination: the Settings field, or a private name for ignored flags."""
-    return flag.dest or "ignored__" + flag.name.replace("-", "_")
+    """The argparse destination: the Settings field, or a private name for ignored and
+    deprecated-trace flags."""
+    if flag.dest and not flag.into:
+        return flag.dest
+    return "ignored__" + flag.name.replace("-", "_")
+
+
+# --trace-level values (Triton's ParseTraceLevelOption) -> --trace-config level values
+_TRACE_LEVELS = {"off": "OFF", "false": "OFF", "on": "TIMESTAMPS", "true": "TIMESTAMPS",
+                 "min": "TIMESTAMPS", "max": "TIMESTAMPS", "timestamps": "TIMESTAMPS",
+                 "tensors": "TENSORS"}
 
 
 def version_text() -> str:
@@ -445,6 +492,16 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _trace_config(text: str) -> str:
+    from .trace import parse_trace_config
+
+    try:
+        parse_trace_config([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="triton_grpc_server",
@@ -475,11 +532,25 @@ def _fail(parser: argparse.ArgumentParser, message: str) -> None:
     raise SystemExit(1)
 
 
+def _check_restrictions(parser: argparse.ArgumentParser, given: dict) -> None:
+    """Malformed restriction values stop the launch, as Triton's parser does."""
+    if not (given.get("grpc_restricted_protocol") or given.get("http_restricted_api")):
+        return
+    from .restrictions import RestrictionError, Restrictions
+
+    try:
+        Restrictions.for_grpc(given.get("grpc_restricted_protocol") or [])
+        Restrictions.for_http(given.get("http_restricted_api") or [])
+    except RestrictionError as exc:
+        parser.error(str(exc).strip())
+
+
 def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     given: dict = {}
     ignored: list[str] = []
+    deprecated_trace: list[str] = []
     for flag in FLAGS + OWN_FLAGS:
         value = args.get(_key(flag))
         if value is None:
@@ -488,8 +559,14 @@ def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
             print(flag.deprecated, file=sys.stderr)
         if flag.effect:
             ignored.append(flag.name)
+        elif flag.into:  # Triton's deprecated trace flags: the --trace-config they stand for
+            deprecated_trace.extend(flag.into.format(_TRACE_LEVELS.get(str(v).lower(), v))
+                                    for v in (value if isinstance(value, list) else [value]))
         else:
             given[flag.dest] = value
+    if deprecated_trace:  # --trace-config, given too, wins (Triton: "Overriding deprecated")
+        given["trace_config"] = deprecated_trace + list(given.get("trace_config") or [])
+    _check_restrictions(parser, given)
     repositories = list(dict.fromkeys(given.pop("model_repository", None) or []))
     if len(repositories) > 1:
         _fail(parser, "this server serves one model repository; got --model-repository "

@@ -15,22 +15,26 @@ import logging
 from typing import Optional
 
 from . import _version
+from .buffers import resolve_buffers
 from .backends.base import BackendContext
-from .errors import TritonError, Unsupported
+from .errors import InvalidArgument, TritonError, Unsupported
 from .repository import ModelRepository
 from .repository.control import ModelControl
 from .repository.config import wire_datatype
 from .request_inputs import RequestValidator, backend_parameters
 from .scheduler.base import ScheduledRequest
 from .senders import BlockingSender, FutureSender
+from .shared_memory import SharedMemoryManager
 from .stats import RequestTiming, select_statistics
+from .trace import TraceManager
 
 log = logging.getLogger(__name__)
 
 # What this server implements of Triton's protocol extensions (an honest list).
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "parameters", "statistics", "logging"]
+              "model_configuration", "system_shared_memory", "binary_tensor_data", "parameters",
+              "statistics", "trace", "logging"]
 
 
 class TensorMetadata:
@@ -57,6 +61,14 @@ class DataPlane:
         self.live = True
         self.accepting = True
         BackendContext.dataplane = self  # backends' own requests (BLS) come back here
+        self.shared_memory = SharedMemoryManager(
+            allow_client_shm=getattr(settings, "allow_client_shm", False))
+        self.trace = TraceManager.from_settings(settings)
+
+    def close(self) -> None:
+        """At shutdown: write the traces still buffered, unmap client regions."""
+        self.trace.close()
+        self.shared_memory.close()
 
     # -- health and metadata --------------------------------------------
     def server_live(self) -> bool:
@@ -69,8 +81,11 @@ class DataPlane:
         return self.repository.all_ready() if strict else True
 
     def server_metadata(self) -> tuple[str, str, list[str]]:
-        return (getattr(self.settings, "server_id", "triton"), _version.TRITON_COMPAT_VERSION,
-                list(EXTENSIONS))
+        extensions = list(EXTENSIONS)
+        if self.shared_memory.cuda_available():  # only where a region could be opened
+            extensions.insert(extensions.index("system_shared_memory") + 1, "cuda_shared_memory")
+        return getattr(self.settings, "server_id", "triton"), _version.TRITON_COMPAT_VERSION, \
+            extensions
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)
@@ -110,6 +125,12 @@ class DataPlane:
     def unload_model(self, name: str, parameters: dict) -> None:
         self.control.unload(name, parameters)
 
+    def trace_setting(self, model_name: str, values: dict) -> dict:
+        """TraceSetting: update with ``values`` ({key: [str]}; empty: just read), return all."""
+        if model_name and not self.repository.is_ready(model_name, ""):
+            raise InvalidArgument(f"Request for unknown model : {model_name}")
+        return self.trace.update(model_name, values)
+
     # -- inference ------------------------------------------------------
     def enqueue(self, request) -> None:
         """Validate ``request``, resolve its model and schedule it; returns at once.
@@ -131,15 +152,28 @@ class DataPlane:
                 "ModelInfer RPC doesn't support models with decoupled transaction policy"))
             return
         timing = RequestTiming()
+        # Sampled requests only (trace_rate); one attribute read when tracing is off.
+        trace = self.trace.start(model.name, model.version, request.id) if self.trace.active else None
         try:
+            # Tensors in shared memory (buffers.py) and tracing (trace.py) wrap the sender:
+            # outputs go into their regions and regions are released with the final answer.
+            buffers = resolve_buffers(self.shared_memory, request)
+            if buffers is not None:
+                sender = request.sender = buffers.wrap(sender)
+            if trace is not None:
+                sender = request.sender = trace.wrap(sender, timing)
             parameters = backend_parameters(request)
-            validator = RequestValidator(request, model)
+            validator = RequestValidator(request, model, buffers)
             output_names = validator.requested_outputs()
             inputs, batch = validator.arrays()
+            if trace is not None:
+                trace.record_inputs(inputs)
         except Exception as exc:
             model.stats.failed(timing)
             model.release()
             sender.send_error(exc)
+            if trace is not None:
+                trace.finish(timing)  # no-op when its sender already did
             return
         work = ScheduledRequest(request, model, inputs, output_names, parameters, batch, timing)
         try:

@@ -369,6 +369,16 @@ class GpuCollector:
 
 # -- the text exposition ---------------------------------------------------------------------
 
+# Exposition text appended after the registry's: callables returning text in the
+# Prometheus format (Python models' own metrics keep the names and types they chose).
+TEXT_SOURCES: list = []
+
+
+def register_text_source(source) -> None:
+    if source not in TEXT_SOURCES:
+        TEXT_SOURCES.append(source)
+
+
 def _escape_label(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
@@ -387,6 +397,7 @@ def render(registry) -> bytes:
                               for key, value in sorted(sample.labels.items()))
             out.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n" if labels
                        else f"{sample.name} {floatToGoString(sample.value)}\n")
+    out.extend(source() for source in TEXT_SOURCES)
     return "".join(out).encode()
 
 

@@ -90,6 +90,7 @@ def run(settings: Settings) -> int:
         if metrics is not None:
             metrics.stop()
         control.stop()
+        dataplane.close()
         repository.close()
     log.info("stopped")
     return code

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # gRPC's largest message: lengths are int32 on the wire.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+# Triton's --http-max-input-size default (64 MiB).
+HTTP_MAX_INPUT_SIZE = 64 * 2**20
 
 
 def parse_backend_config(entries: list[str]) -> dict[str, dict[str, str]]:
@@ -83,12 +85,24 @@ class Settings(BaseSettings):
     grpc_max_connection_age_grace_ms: Optional[int] = None
 
     # -- HTTP ----------------------------------------------------------------
-    allow_http: bool = False
+    allow_http: bool = True
     http_address: str = "0.0.0.0"
+    """Address the HTTP/REST frontend binds (Triton's default: all interfaces)."""
     http_port: int = 8000
-    """Reserved for the HTTP/REST frontend (not served yet)."""
+    http_thread_count: int = 8
+    """Worker threads for the HTTP frontend's blocking calls (model loads and unloads);
+    inference goes through the data plane's own path."""
+    http_max_input_size: int = HTTP_MAX_INPUT_SIZE
+    """Largest HTTP request body (and decompressed body) in bytes."""
     reuse_http_port: bool = False
     http_header_forward_pattern: str = ""
+
+    # -- shared memory, tracing ----------------------------------------------
+    allow_client_shm: bool = False
+    """Let clients register system and CUDA shared memory (Triton's default since 2.69: off)."""
+    trace_config: list[str] = Field(default_factory=list)
+    """``--trace-config`` values, Triton's syntax: ``level=TIMESTAMPS``, ``rate=100``,
+    ``triton,file=/tmp/trace.json``, ``mode=opentelemetry``, ``opentelemetry,url=...``."""
 
     # -- logging -------------------------------------------------------------
     log_verbose: int = 0
@@ -116,6 +130,24 @@ class Settings(BaseSettings):
     """``<backend>,<setting>=<value>`` (or ``<setting>=<value>`` for all backends)."""
     pinned_memory_pool_byte_size: int = 1 << 28
     """Pinned host memory the GPU backends may stage through (Triton's default 256 MiB)."""
+
+    # -- security and limits (docs/security.md) ---------------------------------------
+    grpc_use_ssl: bool = False
+    """Serve gRPC over TLS with --grpc-server-cert / --grpc-server-key."""
+    grpc_use_ssl_mutual: bool = False
+    """TLS that also requires a client certificate signed by --grpc-root-cert (implies TLS)."""
+    grpc_server_cert: Optional[str] = None
+    grpc_server_key: Optional[str] = None
+    grpc_root_cert: Optional[str] = None
+    grpc_restricted_protocol: list[str] = Field(default_factory=list)
+    """``<groups>:<key>=<value>`` values: calls of those groups need metadata
+    ``triton-grpc-protocol-<key>: <value>`` (restrictions.py)."""
+    http_restricted_api: list[str] = Field(default_factory=list)
+    """``<groups>:<key>=<value>`` values: HTTP requests of those groups need header ``<key>``."""
+    model_load_max_file_bytes: int = 1 << 30
+    """Bytes of all ``file:`` parameters one RepositoryModelLoad may carry."""
+    model_max_instance_count: int = 64
+    """Instances one model may ask for in its instance_group (all groups and devices)."""
 
     # -- flags accepted for compatibility that change nothing here ----------
     ignored_flags: list[str] = Field(default_factory=list)

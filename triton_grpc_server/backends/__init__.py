@@ -13,6 +13,8 @@ BACKENDS: dict[str, object] = {
     "onnxruntime": "triton_grpc_server.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "triton_grpc_server.backends.tensorrt:TensorRTBackend",
     "pytorch": "triton_grpc_server.backends.pytorch:PyTorchBackend",
+    "ensemble": "triton_grpc_server.scheduler.ensemble:EnsembleBackend",
+    "python": "triton_grpc_server.backends.python_backend.backend:PythonBackend",
 }
 
 # Triton platform name -> backend name
@@ -20,6 +22,7 @@ PLATFORMS: dict[str, str] = {
     "onnxruntime_onnx": "onnxruntime",
     "tensorrt_plan": "tensorrt",
     "pytorch_libtorch": "pytorch",
+    "ensemble": "ensemble",
 }
 
 # model file name -> backend name, used when config.pbtxt names neither
@@ -27,6 +30,7 @@ FILE_HINTS: dict[str, str] = {
     "model.onnx": "onnxruntime",
     "model.plan": "tensorrt",
     "model.pt": "pytorch",
+    "model.py": "python",
 }
 
 

@@ -90,14 +90,25 @@ class ArrayBackendInstance(BackendInstance):
             parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         """Run one (possibly batched) execution and return the named outputs."""
 
+    #: Optional ``run_into(inputs, output_names, parameters, destinations)``: :meth:`run`
+    #: with output memory supplied (name -> writable uint8 array, e.g. a shared-memory
+    #: window, see ``buffers.output_destinations``) that the backend may write into.
+    run_into = None
+
     def execute(self, requests: Sequence[Any]) -> None:
+        from ..buffers import output_destinations
         from ..scheduler.base import backend_error, record_execution
 
         start = _now()
         try:
             inputs, output_names, parameters = gather(requests)
             gathered = _now()
-            outputs = self.run(inputs, output_names, parameters)
+            into = (self.run_into is not None and len(requests) == 1
+                    and output_destinations(requests[0]))
+            if into:
+                outputs = self.run_into(inputs, output_names, parameters, into)
+            else:
+                outputs = self.run(inputs, output_names, parameters)
             executed = _now()
             split = scatter(requests, outputs, self.name)
             end = _now()

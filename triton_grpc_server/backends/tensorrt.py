@@ -6,10 +6,16 @@ use), a non-blocking stream, device I/O buffers ``cudaMalloc``ed once at the
 profiles' maximum size and bound with ``set_tensor_address`` at load, and
 events. A request is gathered into one pinned-pool buffer and copied H2D on
 the instance stream (``stage_h2d`` overlaps the host memcpy with the DMA),
-then ``execute_async_v3`` (or a captured CUDA graph) runs, outputs come back
-D2H into one pinned buffer, and the calling worker thread waits on a
-blocking-sync event with the GIL released. Outputs are numpy views of the
-pinned buffer, which returns to the pool once the response is encoded.
+then ``execute_async_v3`` (or a captured CUDA graph) runs and outputs come back
+D2H into one pinned buffer, all queued on the instance stream, and an event is
+recorded after them. ``execute(requests)`` returns as soon as that is queued:
+the instance's completion thread waits on the event (blocking sync, GIL
+released) and answers the requests, so the worker stages the next batch while
+this one runs, as Triton's TensorRT backend does (up to ``PIPELINE_DEPTH``
+batches in flight per instance; stream order keeps the shared device buffers
+consistent). Outputs are numpy views of the pinned buffer, which returns to
+the pool once the response is encoded. Engines with data-dependent output
+shapes, whose sizes are known only after the run, take the synchronous path.
 
 Load-time rules:
 
@@ -31,7 +37,9 @@ from __future__ import annotations
 import collections
 import importlib
 import logging
+import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -41,7 +49,12 @@ import numpy as np
 from .. import gpu
 from ..errors import InternalError, InvalidArgument, Unavailable, Unsupported
 from ..tensors import CONFIG_TO_WIRE, NUMPY_DTYPES, WIRE_TO_CONFIG, shape_str
-from .base import ArrayBackendInstance, Backend, BackendContext, BackendInstance
+from .base import ArrayBackendInstance, Backend, BackendContext, gather, scatter
+
+#: Batches one instance may have queued on its stream at once (staging the next
+#: while the current one runs).
+PIPELINE_DEPTH = 2
+_now = time.monotonic_ns
 
 log = logging.getLogger("triton_grpc_server.backends.tensorrt")
 
@@ -467,7 +480,13 @@ class TensorRTInstance(ArrayBackendInstance):
         cuda.set_device(device)
         self.pool = gpu.pinned_pool()
         self.stream = cuda.Stream(device)
-        self.done = cuda.Event(device, blocking_sync=not backend.busy_wait)
+        # One event per batch in flight; taking one is what bounds the pipeline.
+        self._events: "queue.SimpleQueue" = queue.SimpleQueue()
+        for _ in range(PIPELINE_DEPTH):
+            self._events.put(cuda.Event(device, blocking_sync=not backend.busy_wait))
+        self._completions: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._completer = threading.Thread(target=self._complete_batches, daemon=True,
+                                           name=f"{self.name}-completion")
         self.input_consumed = cuda.Event(device, blocking_sync=not backend.busy_wait)
         self.profiles = list(range(self.meta.num_profiles))
         self.contexts: dict[int, Any] = {}
@@ -510,9 +529,60 @@ class TensorRTInstance(ArrayBackendInstance):
                 ctx.set_output_allocator(name, alloc)
             if not self.use_graphs:
                 ctx.set_input_consumed_event(self.input_consumed.ptr)
+        self._completer.start()
 
     def run(self, inputs: Mapping[str, Any], output_names: Sequence[str],
-                parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+            parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One execution, waited for on this thread (GIL released while the GPU runs)."""
+        event = self._events.get()
+        try:
+            return self._finish(self._launch(inputs, output_names, event))
+        finally:
+            self._events.put(event)
+
+    def execute(self, requests) -> None:
+        """Queue the batch on the stream and return; the completion thread answers it."""
+        if self.data_dependent:  # output sizes are known only after the run
+            return super().execute(requests)
+        from ..scheduler.base import backend_error
+
+        start = _now()
+        event = self._events.get()  # blocks while PIPELINE_DEPTH batches are in flight
+        try:
+            inputs, output_names, _ = gather(requests)
+            gathered = _now()
+            pending = self._launch(inputs, output_names, event)
+        except Exception as exc:
+            self._events.put(event)
+            for request in requests:
+                request.respond_error(backend_error(exc))
+            return
+        self._completions.put((requests, pending, event, start, gathered))
+
+    def _complete_batches(self) -> None:
+        from ..scheduler.base import backend_error, record_execution
+
+        while True:
+            item = self._completions.get()
+            if item is None:
+                return
+            requests, pending, event, start, gathered = item
+            try:
+                outputs = self._finish(pending)  # waits on the event, GIL released
+                executed = _now()
+                split = scatter(requests, outputs, self.backend.config.name)
+            except Exception as exc:
+                for request in requests:
+                    request.respond_error(backend_error(exc))
+                continue
+            finally:
+                self._events.put(event)
+            record_execution(requests, gathered - start, executed - gathered, _now() - executed)
+            for request, result in zip(requests, split):
+                request.respond(result)
+
+    def _launch(self, inputs: Mapping[str, Any], output_names: Sequence[str], done) -> tuple:
+        """Queue H2D, the execution and D2H on the stream, then record ``done``."""
         cuda = self.cuda
         cuda.set_device(self.device)
         arrays = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
@@ -540,17 +610,24 @@ class TensorRTInstance(ArrayBackendInstance):
             sizes = {name: _nbytes(out_shapes[name], self.meta.tensor(name).datatype) for name in names}
             sources = {name: (self.allocators[name].buffer.ptr if name in self.allocators
                               else self.buffers[name].ptr, sizes[name]) for name in names}
-            result_buf, offsets = gpu.copy_d2h(self.pool, sources, self.stream, self.done)
+            result_buf, offsets = gpu.copy_d2h(self.pool, sources, self.stream, done)
         except BaseException:
             # Copies may be in flight: the staging memory must not return to the pool yet.
             self.stream.synchronize()
+            staging.release()
             raise
-        # Blocks in cudaEventSynchronize with the GIL released: this runs on the
-        # scheduler's worker thread, never on the event loop.
-        self.done.synchronize()
+        layouts = {name: (dtypes[name], sizes[name] // dtypes[name].itemsize, out_shapes[name])
+                   for name in names}
+        return staging, result_buf, offsets, layouts, done
+
+    @staticmethod
+    def _finish(pending: tuple) -> dict:
+        staging, result_buf, offsets, layouts, done = pending
+        # Blocks in cudaEventSynchronize with the GIL released: a worker or completion
+        # thread, never the event loop.
+        done.synchronize()
         staging.release()
-        return gpu.host_views(result_buf, offsets, {
-            name: (dtypes[name], sizes[name] // dtypes[name].itemsize, out_shapes[name]) for name in names})
+        return gpu.host_views(result_buf, offsets, layouts)
 
     def _enqueue(self, ctx, profile: int, shapes: Mapping[str, tuple]) -> None:
         if self.use_graphs:
@@ -598,6 +675,9 @@ class TensorRTInstance(ArrayBackendInstance):
         return graph
 
     def close(self) -> None:
+        if self._completer.is_alive():  # answers what is in flight, then stops
+            self._completions.put(None)
+            self._completer.join(30)
         # Graphs and contexts before the buffers they point at; the engine last.
         self.graphs.clear()
         self.contexts.clear()

@@ -16,17 +16,19 @@ import asyncio
 import logging
 from collections import deque
 from concurrent import futures
-from typing import Callable, Optional
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
-from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code
+from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code, status_message
 from ..senders import StreamSender
 from .. import logs
+from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
+from .grpc_security import SecurityConfigError, add_port, aio_interceptors
 from .transport_options import HeaderForwarder
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,9 @@ def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
     internal error is logged with its traceback.
     """
     if isinstance(exc, TritonError):
-        return grpc_code(exc.status), exc.message
+        return grpc_code(exc.status), status_message(exc.message)
     log.error("internal error in %s", where, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, status_message(f"internal error: {type(exc).__name__}: {exc}")
 
 
 class GRPCInferenceServicer:
@@ -113,6 +115,39 @@ class GRPCInferenceServicer:
         return _log_settings_response(logs.update_settings(values))
 
     # -- inference (coroutines on the loop) -----------------------------------
+    # -- shared memory and trace: the managers do the work (shared_memory.py, trace.py)
+    def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, SYSTEM)
+        return pb.SystemSharedMemoryStatusResponse(regions={r.name: _system_region(r) for r in regions})
+
+    def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_system(request.name, request.key, request.offset,
+                                                     request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, SYSTEM)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def CudaSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name, CUDA)
+        return pb.CudaSharedMemoryStatusResponse(regions={r.name: _cuda_region(r) for r in regions})
+
+    def CudaSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register_cuda(request.name, request.raw_handle,
+                                                   request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    def CudaSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name, CUDA)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    def TraceSetting(self, request, context):
+        values = {key: list(setting.value) for key, setting in request.settings.items()}
+        settings = self.dataplane.trace_setting(request.model_name, values)
+        return pb.TraceSettingResponse(settings={
+            key: pb.TraceSettingResponse.SettingValue(value=value) for key, value in settings.items()})
+
     async def ModelInfer(self, data: bytes, context) -> bytes:
         codec = self.codec
         request = codec.decode_request(data)
@@ -161,17 +196,17 @@ class _Stream:
         self.ordered: deque[_Slot] = deque()
         self.open: set = set()        # requests without their final answer
         self.reading = True
-        self.failure: Optional[BaseException] = None  # triton_grpc_error: end with this
 
     async def serve(self, requests) -> None:
         reader = asyncio.ensure_future(self._read(requests))
         try:
             while True:
                 while self.outbox:
-                    await self.context.write(self.outbox.popleft())
-                if self.failure is not None:
-                    code, message = error_status(self.failure, "ModelStreamInfer")
-                    await self.context.abort(code, message)
+                    message = self.outbox.popleft()
+                    if isinstance(message, _Fatal):  # triton_grpc_error: end with its status
+                        code, text = error_status(message.error, "ModelStreamInfer")
+                        await self.context.abort(code, text)
+                    await self.context.write(message)
                 if not self.reading and not self.open and not self.outbox:
                     break
                 self.wakeup.clear()
@@ -213,10 +248,8 @@ class _Stream:
         value, final, slot = item
         request = slot.request
         if isinstance(value, BaseException):
-            if self.grpc_errors:
-                if self.failure is None:
-                    self.failure = value
-                message = None
+            if self.grpc_errors:  # in its place in the order, like a response
+                message = _Fatal(value)
             else:
                 message = self._encode(self._bare_response(request, final),
                                        error_status(value, "ModelStreamInfer")[1])
@@ -255,10 +288,29 @@ class _Stream:
 
     def _error_message(self, request, exc: BaseException) -> None:
         if self.grpc_errors:
-            self.failure = self.failure or exc
+            self.outbox.append(_Fatal(exc))
         else:
             self.outbox.append(self.codec.encode_stream_response(None, error_status(exc, "")[1]))
         self.wakeup.set()
+
+
+class _Fatal:
+    """In a stream's outbox: end the stream with this error's status (triton_grpc_error)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _system_region(region) -> pb.SystemSharedMemoryStatusResponse.RegionStatus:
+    return pb.SystemSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size)
+
+
+def _cuda_region(region) -> pb.CudaSharedMemoryStatusResponse.RegionStatus:
+    return pb.CudaSharedMemoryStatusResponse.RegionStatus(
+        name=region.name, device_id=region.device_id, byte_size=region.byte_size)
 
 
 def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
@@ -385,9 +437,11 @@ class GrpcFrontend:
         self.executor = executor
         self.address = address
 
+    tls = False
+
     async def serve(self) -> None:
         await self.server.start()
-        log.info("Started GRPCInferenceService at %s", self.address)
+        log.info("Started GRPCInferenceService at %s%s", self.address, " (TLS)" if self.tls else "")
 
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
@@ -407,17 +461,23 @@ async def bind(dataplane, settings) -> GrpcFrontend:
     log.info("ModelInfer codec: %s", codec.__name__)
     executor = futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
                                           thread_name_prefix="grpc-control")
-    server = grpc.aio.server(options=server_options(settings))
+    server = grpc.aio.server(options=server_options(settings),
+                             interceptors=aio_interceptors(settings))  # restricted protocols
     server.add_generic_rpc_handlers(
         (build_handlers(GRPCInferenceServicer(dataplane, codec), executor),))
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
     address = f"{settings.grpc_address}:{settings.grpc_port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = add_port(server, address, settings)  # TLS when the settings ask for it
+    except SecurityConfigError as exc:
+        bound, reason = 0, str(exc)
     except RuntimeError:  # grpcio's text points at GRPC_VERBOSITY; say what it means
-        bound = 0
-    reason = "address in use or not available"
+        bound, reason = 0, "address in use or not available"
+    else:
+        reason = "address in use or not available"
     if not bound:
         executor.shutdown(wait=False)
         raise BindError(f"failed to bind gRPC frontend on {address}: {reason}")
-    return GrpcFrontend(server, executor, address)
+    frontend = GrpcFrontend(server, executor, address)
+    frontend.tls = bool(settings.grpc_use_ssl or settings.grpc_use_ssl_mutual)
+    return frontend

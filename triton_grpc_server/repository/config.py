@@ -14,8 +14,9 @@ from google.protobuf import json_format, text_format
 
 from .._proto import model_config_pb2 as mc
 from ..backends import backend_name_for, load_backend_class, platform_for, FILE_HINTS
-from ..errors import InvalidArgument, TritonError, Unsupported
+from ..errors import InvalidArgument, TritonError
 from ..tensors import CONFIG_TO_WIRE
+from .paths import check_config_paths, confined_path
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ def complete_config(config, model_name: str, model_dir: Path,
     backend_class = load_backend_class(backend)
     if not config.default_model_filename:
         config.default_model_filename = backend_class.default_model_filename
+    # Before anything reads a file the config names: it may come from a client.
+    check_config_paths(config, model_dir)
     model_paths = find_model_files(config)
     if auto_complete and model_paths:
         try:
@@ -113,8 +116,9 @@ def complete_config(config, model_name: str, model_dir: Path,
 
 def _gpu_default(backend_class, config) -> bool:
     """Whether KIND_AUTO (or no instance_group) means the GPU for this model; logged."""
-    if config.instance_group and all(g.kind != mc.ModelInstanceGroup.KIND_AUTO
-                                     for g in config.instance_group):
+    if config.platform == "ensemble" or (
+            config.instance_group and all(g.kind != mc.ModelInstanceGroup.KIND_AUTO
+                                          for g in config.instance_group)):
         return False
     on_gpu = bool(backend_class.gpu_by_default())
     log.info("model '%s': instances without a kind placed on %s", config.name,
@@ -130,6 +134,12 @@ def fill_defaults(config, gpu_default: bool = False) -> None:
     """
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if config.HasField("sequence_batching"):
+        from ..scheduler.sequence_batcher import fill_sequence_defaults
+
+        fill_sequence_defaults(config)
+    if config.platform == "ensemble":
+        return  # an ensemble has no instances of its own (Triton leaves instance_group empty)
     auto = mc.ModelInstanceGroup.KIND_GPU if gpu_default else mc.ModelInstanceGroup.KIND_CPU
     if not config.instance_group:
         group = config.instance_group.add()
@@ -179,10 +189,14 @@ def validate_config(config) -> None:
                     raise InvalidArgument(
                         f"model {kind} '{tensor.name}' dimension must be integer >= 1, or -1 to "
                         f"indicate a variable-size dimension for {name}")
-    if config.HasField("sequence_batching") or config.HasField("ensemble_scheduling"):
-        # Serving these as stateless models would silently give wrong answers.
-        kind = "sequence_batching" if config.HasField("sequence_batching") else "ensemble_scheduling"
-        raise Unsupported(f"model '{name}': {kind} is not supported by this server yet")
+    if config.HasField("sequence_batching"):
+        from ..scheduler.sequence_batcher import validate_sequence_config
+
+        validate_sequence_config(config)
+    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        from ..scheduler.ensemble import plan_ensemble
+
+        plan_ensemble(config)
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         # Triton ignores the batcher for non-batching models with a warning.
         log.warning("model '%s': dynamic_batching ignored because max_batch_size is 0", name)
@@ -205,7 +219,8 @@ def labels_for(config, model_dir: Path) -> dict[str, list[str]]:
     labels = {}
     for output in config.output:
         if output.label_filename:
-            path = model_dir / output.label_filename
+            path = confined_path(model_dir, output.label_filename,
+                                 f"label_filename of output '{output.name}'", config.name)
             try:
                 labels[output.name] = path.read_text().splitlines()
             except OSError as exc:

@@ -28,7 +28,19 @@ __all__ = ["DynamicBatcher", "InstancePool", "QueueFull", "QueueTimeout", "Reque
            "ScheduledRequest", "Scheduler", "create_scheduler"]
 
 
-def create_scheduler(config, instances: Sequence, stats: Optional[ModelStats] = None) -> Scheduler:
+def create_scheduler(config, instances: Sequence, stats: Optional[ModelStats] = None,
+                     context=None) -> Scheduler:
+    """``context``: the version's BackendContext (an ensemble reaches the data plane
+    through it; a sequence model's initial state files sit under its ``model_dir``)."""
+    if config.platform == "ensemble":
+        from .ensemble import EnsembleScheduler
+
+        return EnsembleScheduler(config, stats, context)
+    if config.HasField("sequence_batching"):
+        from .sequence_batcher import SequenceBatcher
+
+        return SequenceBatcher(config, instances, stats,
+                               model_dir=getattr(context, "model_dir", None))
     if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
         return DynamicBatcher(config, instances, stats)
     return InstancePool(instances, stats, name=config.name)

@@ -202,5 +202,7 @@ def run_batch(instance, requests: list) -> None:
                 work.timing.failure = getattr(exc, "failure", BACKEND)
                 work.respond_error(backend_error(exc))
         return
-    if not live[0].executed:  # a backend answering from execute() itself (decoupled)
+    if not live[0].executed and all(work.finished for work in live):
+        # answered inside execute() without recording: count it here. A backend that
+        # answers later, from its own threads, records its execution itself.
         record_execution(live, 0, _now() - start, 0)

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..backends.base import BackendInstance
 from ..errors import TritonError, Unavailable
 from ..stats import ModelStats
-from .base import RequestCancelled, ScheduledRequest  # noqa: F401
+from .base import RequestCancelled, ScheduledRequest
 from .instance_pool import InstanceWorker
 from .base import DROPPED, QUEUED, TAKEN, QueueFull, QueueTimeout
 from .queues import PriorityQueue

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Iterator, Optional
 
 from .._proto import model_config_pb2 as mc
-from .base import DROPPED, QUEUED, TAKEN, QueueFull, ScheduledRequest  # noqa: F401
+from .base import QUEUED, QueueFull, ScheduledRequest
 
 # The queued items are ScheduledRequest objects (scheduler/base.py).
 
