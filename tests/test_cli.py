@@ -262,7 +262,7 @@ def test_default_log_format_and_log_file(simple_repo, tmp_path):
 
 def test_json_log_format_and_switches(simple_repo):
     handle = models.start(simple_repo, "--log-format=json", "--log-info=false",
-                          "--grpc-use-ssl=false")
+                          "--rate-limit=off")
     try:
         check_simple(handle)
     finally:
@@ -270,7 +270,7 @@ def test_json_log_format_and_switches(simple_repo):
     entries = [json.loads(line) for line in handle.log().splitlines() if line.startswith("{")]
     assert entries
     assert {e["level"] for e in entries} == {"WARNING"}  # info off; the flag warning stays
-    assert "--grpc-use-ssl has no effect" in entries[0]["message"]
+    assert "--rate-limit has no effect" in entries[0]["message"]
     assert {"time", "pid", "file", "line", "logger"} <= set(entries[0])
 
 
@@ -402,7 +402,7 @@ def test_info_on_stdout_warnings_and_errors_on_stderr(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
              "--grpc-address", "127.0.0.1", "--grpc-port", str(port), "--allow-metrics=false", "--allow-http=false",
-             "--exit-on-error=false", "--grpc-use-ssl=false"],
+             "--exit-on-error=false", "--rate-limit=off"],
             cwd=str(ROOT), stdout=stdout, stderr=stderr)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         try:
