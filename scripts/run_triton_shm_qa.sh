@@ -37,6 +37,8 @@ export PYTHON TRITON REPO_ROOT LOG_DIR CLIENT_TYPES
 
 mkdir -p "$LOG_DIR/qa"
 cp -r "$TRITON/qa/common" "$TRITON/qa/L0_shared_memory" "$TRITON/qa/L0_grpc" "$LOG_DIR/qa/"
+mkdir -p "$LOG_DIR/qa/python_models"
+cp -r "$TRITON/qa/python_models/execute_delayed_model" "$LOG_DIR/qa/python_models/"
 SHM_DIR="$LOG_DIR/qa/L0_shared_memory"
 rm -rf "$SHM_DIR/models" && mkdir -p "$SHM_DIR/models" "$SHM_DIR/models_large_offset"
 cp -r "$REPO_ROOT/examples/models/simple" "$SHM_DIR/models/"

@@ -46,9 +46,10 @@ def bind_socket(address: str, port: int, reuse_port: bool = False) -> socket.soc
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"failed to bind HTTP frontend on {address}:{port}: "
+                                 f"{exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -71,29 +72,28 @@ class _Bound:
 
 
 async def bind(dataplane, settings) -> _Bound:
-    address = f"{settings.http_address}:{settings.http_port}"
     try:
         sock = bind_socket(settings.http_address, settings.http_port,
                            getattr(settings, "reuse_http_port", False))
-    except OSError as exc:
-        raise OSError(f"failed to bind HTTP frontend on {address}: "
-                      f"{exc.strerror or 'address in use or not available'}") from None
+    except OSError as exc:  # bind_socket's text already names the address
+        raise OSError(exc.strerror or str(exc)) from None
     return _Bound(dataplane, settings, sock)
 
 
 async def start(dataplane, settings, sock=None) -> HttpFrontend:
     import uvicorn
 
-    executor = futures.ThreadPoolExecutor(max_workers=settings.http_thread_count,
-                                          thread_name_prefix="http")
-    app = TritonHttpApp(dataplane, settings, executor, restrictions=_restrictions(settings))
+    restrictions = _restrictions(settings)
     if sock is None:
         sock = bind_socket(settings.http_address, settings.http_port,
                            getattr(settings, "reuse_http_port", False))
+    executor = futures.ThreadPoolExecutor(max_workers=settings.http_thread_count,
+                                          thread_name_prefix="http")
+    app = TritonHttpApp(dataplane, settings, executor, restrictions=restrictions)
+    # log_config=None: the server's logging setup stays as server.py made it.
     config = uvicorn.Config(app, http="httptools", loop="none", lifespan="off",
-                            access_log=False, log_level="warning", server_header=False,
-                            date_header=False, timeout_keep_alive=75,
-                            h11_max_incomplete_event_size=None)
+                            access_log=False, log_config=None, server_header=False,
+                            date_header=False, timeout_keep_alive=75)
     server = uvicorn.Server(config)
     config.load()
     server.lifespan = config.lifespan_class(config)

@@ -312,11 +312,12 @@ class TritonHttpApp:
         body = await self.read_body(request)
         body = self._decompress(headers.get("content-encoding"), body)
         header_length = _header_length(headers.get(INFER_HEADER_LENGTH), len(body))
-        if header_length == 0 and len(body) > 0:
-            raise Unsupported("raw binary requests (Inference-Header-Content-Length: 0) are not "
-                              "supported by this server yet")
-        infer_request, plan = http_codec.decode_request(model, version, body, header_length,
-                                                        self.max_input_size)
+        if header_length == 0:  # Triton's raw binary request: the body is the one input
+            infer_request, plan = http_codec.decode_raw_request(
+                model, version, body, self.dataplane.model_config(model, version))
+        else:
+            infer_request, plan = http_codec.decode_request(model, version, body,
+                                                            header_length, self.max_input_size)
         if self.forward_headers:  # --http-header-forward-pattern
             infer_request.parameters.update(self.forward_headers.parameters(headers.items()))
         result = await self._infer_while_connected(request, infer_request)
