@@ -274,12 +274,12 @@ def test_kustomization_lists_the_manifests():
 # ------------------------------------------------------------ manifests against the server
 
 def flag_values(args: list[str]) -> dict:
-    """The settings a container's args produce, through the server's own flag parsing."""
     from triton_grpc_server.cli import parse_settings
 
     if args and args[0] == "tritonserver":  # the image's entry point drops it
         args = args[1:]
-    return parse_settings(args).model_dump()  # exits (fails the test) on an unknown flag
+    settings = parse_settings(args)  # exits (fails the test) on an unknown flag
+    return {name: getattr(settings, name) for name in settings.model_fields_set}
 
 
 def deployment_container():

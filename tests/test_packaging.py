@@ -34,7 +34,8 @@ def test_extras_exist_and_all_covers_them():
 
 def test_core_dependencies_have_no_backend_runtime():
     core = " ".join(PYPROJECT["project"]["dependencies"]).lower()
-    for heavy in ("onnxruntime", "torch", "tensorrt"):  # metrics are core: on by default
+    # prometheus-client is core on purpose: metrics are on by default, as in Triton
+    for heavy in ("onnxruntime", "torch", "tensorrt"):
         assert heavy not in core, f"{heavy} must stay in an extra, not in the core dependencies"
 
 
