@@ -1,50 +1,58 @@
 #!/usr/bin/env bash
-# Run python_backend's example clients (HTTP, hard-wired to localhost:8000 and :8002)
-# unchanged against this server, inside a private network namespace so that those
-# fixed ports collide with nothing else on the machine (needs root: unshare -n).
+# Run python_backend's examples unchanged (their model.py, config.pbtxt and clients)
+# against this server, with the repository laid out as each example's README says.
 #
-# Usage: sudo scripts/run_python_backend_examples.sh PYTHON_BACKEND_EXAMPLES_DIR
-#   PYTHON_BACKEND_EXAMPLES_DIR: python_backend's examples/ (add_sub, auto_complete,
-#   bls, custom_metrics, pytorch), copied verbatim; this script downloads nothing.
-# The clients need numpy, tritonclient[http] and requests; PYTHON picks the interpreter
-# (default .venv/bin/python). Exit status: the number of failed clients.
+#   scripts/run_python_backend_examples.sh PYTHON_BACKEND_CHECKOUT [CLIENT_EXAMPLES_DIR]
+#
+# The clients talk to localhost:8000/8001/8002, so the server and the clients run in
+# a private network namespace (unshare -rn) when one can be made; otherwise those
+# ports must be free. CLIENT_EXAMPLES_DIR (tritonclient's src/python/examples) adds
+# simple_grpc_custom_repeat.py against repeat_int32. The HTTP clients need the HTTP
+# frontend; custom_metrics/client.py needs the 'requests' package.
 set -u
-E=$(cd "${1:?examples dir}" && pwd)
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-WORK=$(mktemp -d /tmp/pb_examples.XXXXXX)
-M=$WORK/models
-mkdir -p $M/add_sub/1 $M/bls_sync/1 $M/bls_async/1 $M/pytorch/1 \
-         $M/nobatch_auto_complete/1 $M/batch_auto_complete/1 $M/custom_metrics/1
-cp "$E/add_sub/model.py" $M/add_sub/1/ && cp "$E/add_sub/config.pbtxt" $M/add_sub/
-cp "$E/bls/sync_model.py" $M/bls_sync/1/model.py && cp "$E/bls/sync_config.pbtxt" $M/bls_sync/config.pbtxt
-cp "$E/bls/async_model.py" $M/bls_async/1/model.py && cp "$E/bls/async_config.pbtxt" $M/bls_async/config.pbtxt
-cp "$E/pytorch/model.py" $M/pytorch/1/ && cp "$E/pytorch/config.pbtxt" $M/pytorch/
-cp "$E/auto_complete/nobatch_model.py" $M/nobatch_auto_complete/1/model.py
-cp "$E/auto_complete/batch_model.py" $M/batch_auto_complete/1/model.py
-cp "$E/custom_metrics/model.py" $M/custom_metrics/1/model.py
-cp "$E/custom_metrics/config.pbtxt" $M/custom_metrics/config.pbtxt
-
-exec unshare -n bash -s "$ROOT" "$PYTHON" "$E" "$WORK" <<'INNER'
-ROOT=$1 PYTHON=$2 E=$3 WORK=$4
-ip link set lo up
-cd "$ROOT"
-"$PYTHON" -m triton_grpc_server --model-repository "$WORK/models" >"$WORK/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 240); do
-    curl -s -o /dev/null -w '%{http_code}' localhost:8000/v2/health/ready | grep -q 200 && break
-    sleep 0.5
+PB=$(realpath "$1"); CLIENTS=${2:+$(realpath "$2")}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$HERE/.venv/bin/python}
+if [ -z "${TGS_IN_NAMESPACE:-}" ] && unshare -rn true 2>/dev/null; then
+    TGS_IN_NAMESPACE=1 exec unshare -rn "$0" "$@"
+fi
+[ -n "${TGS_IN_NAMESPACE:-}" ] && "$PY" - <<'PYEOF'
+import fcntl, socket, struct  # bring up lo in the new namespace (no iproute2 needed)
+s = socket.socket(); req = struct.pack("16sh", b"lo", 0)
+flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, req))[1] | 1
+fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags))
+PYEOF
+REPO=$(mktemp -d); E=$PB/examples
+put() { mkdir -p "$REPO/$1/1"; cp "$2" "$REPO/$1/1/model.py"; [ -n "${3:-}" ] && cp "$3" "$REPO/$1/config.pbtxt"; true; }
+put add_sub "$E/add_sub/model.py" "$E/add_sub/config.pbtxt"
+put pytorch "$E/pytorch/model.py" "$E/pytorch/config.pbtxt"
+put repeat_int32 "$E/decoupled/repeat_model.py" "$E/decoupled/repeat_config.pbtxt"
+put square_int32 "$E/decoupled/square_model.py" "$E/decoupled/square_config.pbtxt"
+put bls_sync "$E/bls/sync_model.py" "$E/bls/sync_config.pbtxt"
+put bls_async "$E/bls/async_model.py" "$E/bls/async_config.pbtxt"
+put bls_decoupled_sync "$E/bls_decoupled/sync_model.py" "$E/bls_decoupled/sync_config.pbtxt"
+put bls_decoupled_async "$E/bls_decoupled/async_model.py" "$E/bls_decoupled/async_config.pbtxt"
+put custom_metrics "$E/custom_metrics/model.py" "$E/custom_metrics/config.pbtxt"
+put nobatch_auto_complete "$E/auto_complete/nobatch_model.py"
+put batch_auto_complete "$E/auto_complete/batch_model.py"
+cd "$HERE"
+"$PY" -m triton_grpc_server --model-repository "$REPO" > "$REPO/server.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 300); do
+    "$PY" -c "import sys, tritonclient.grpc as g; sys.exit(not g.InferenceServerClient('localhost:8001').is_server_ready())" 2>/dev/null && break
+    sleep 0.3
 done
-failed=0
-for c in add_sub/client.py auto_complete/client.py bls/sync_client.py bls/async_client.py \
-         custom_metrics/client.py; do
-    log="$WORK/$(echo "$c" | tr / _).log"
-    (cd "$E/$(dirname "$c")" && timeout 120 "$PYTHON" "$(basename "$c")") >"$log" 2>&1
-    rc=$?
-    [[ $rc -ne 0 ]] && failed=$((failed + 1))
-    printf '%-26s rc=%-3s %s\n' "$c" "$rc" "$(tail -n 1 "$log")"
-done
-kill "$pid"; wait "$pid"
-echo "logs: $WORK"
-exit "$failed"
-INNER
+FAILED=0
+run() { echo "=== $*"; if "$PY" "$@" > "$REPO/client.log" 2>&1; then tail -1 "$REPO/client.log"; else cat "$REPO/client.log"; FAILED=1; fi; }
+run "$E/decoupled/repeat_client.py"
+run "$E/decoupled/square_client.py"
+[ -n "$CLIENTS" ] && run "$CLIENTS/simple_grpc_custom_repeat.py"
+run "$E/add_sub/client.py"
+run "$E/auto_complete/client.py"
+run "$E/bls/sync_client.py"
+run "$E/bls/async_client.py"
+run "$E/bls_decoupled/sync_client.py"
+run "$E/bls_decoupled/async_client.py"
+run "$E/custom_metrics/client.py"
+kill -INT $SERVER; wait $SERVER
+[ $FAILED = 0 ] && echo "all examples passed" || { echo "server log: $REPO/server.log"; exit 1; }

@@ -19,8 +19,7 @@ from typing import Optional
 import orjson
 
 from ..errors import InternalError, InvalidArgument, TritonError, Unsupported, http_status
-from ..shared_memory import CUDA, SYSTEM
-from . import http_codec, http_generate, http_views
+from . import http_codec, http_generate, http_shm_trace, http_views
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +149,17 @@ class TritonHttpApp:
                 return await self.generate(request, model, version, kind == "generate_stream",
                                            send)
             if kind == "trace/setting" and not version:
-                return await self.trace_setting(request, model)
+                return await http_shm_trace.trace_setting(self, request, model)
         if path == "/v2":
             return self.server_metadata(request)
         match = SERVER_ROUTE.fullmatch(path)
         if match:
             return self.server_health(request, match.group(1))
-        match = SYSTEM_SHM_ROUTE.fullmatch(path)
-        if match:
-            return await self.shared_memory(request, "system", match.group(1) or "",
-                                            match.group(2))
-        match = CUDA_SHM_ROUTE.fullmatch(path)
-        if match:
-            return await self.shared_memory(request, "cuda", match.group(1) or "",
-                                            match.group(2))
+        for pattern, kind in ((SYSTEM_SHM_ROUTE, "system"), (CUDA_SHM_ROUTE, "cuda")):
+            match = pattern.fullmatch(path)
+            if match:
+                return await http_shm_trace.shared_memory(self, request, kind, match.group(1) or "",
+                                                          match.group(2))
         match = REPOSITORY_ROUTE.fullmatch(path)
         if match:
             repository, kind, model, action = match.groups()
@@ -171,7 +167,7 @@ class TritonHttpApp:
                 return await self.repository_index(request, repository or "")
             return await self.repository_control(request, repository or "", model, action)
         if TRACE_ROUTE.fullmatch(path):
-            return await self.trace_setting(request, "")
+            return await http_shm_trace.trace_setting(self, request)
         return error_response(404, "Not Found")
 
     def _not_served(self, request, category: str, what: str) -> Response:
@@ -233,59 +229,6 @@ class TritonHttpApp:
             return method_not_allowed()
         rows = self.dataplane.model_statistics(model, version)
         return json_response(http_views.model_statistics(rows))
-
-    # -- shared memory and trace -----------------------------------------
-    async def shared_memory(self, request, kind: str, region: str, action: str) -> Response:
-        denied = self._restricted("shared-memory", request)
-        if denied:
-            return denied
-        if request.method != ("GET" if action == "status" else "POST"):
-            return method_not_allowed()
-        manager = self.dataplane.shared_memory
-        which = SYSTEM if kind == "system" else CUDA
-        if action == "status":
-            regions = manager.status(region, which)
-            return json_response([http_views.shared_memory_region(r, kind) for r in regions])
-        if action == "unregister":
-            manager.unregister(region, which)
-            return Response(200, content_type=JSON)
-        manager._check_allowed()  # Triton checks --allow-client-shm before the name
-        if not region:
-            raise InvalidArgument(f"'region name' is necessary to register {kind} shared "
-                                  "memory region")
-        body = await self.read_body(request)
-        document = http_codec.loads(body) if body else {}
-        if not isinstance(document, dict):
-            raise InternalError("attempt to access JSON non-object as object")
-        if kind == "system":
-            key, offset, size = _register_fields(document, "key")
-            await self._blocking(manager.register_system, region, key, offset, size)
-        else:
-            handle, device_id, size = _register_fields(document, "raw_handle")
-            await self._blocking(manager.register_cuda, region, handle, device_id, size)
-        return Response(200, content_type=JSON)
-
-    async def trace_setting(self, request, model: str) -> Response:
-        denied = self._restricted("trace", request)
-        if denied:
-            return denied
-        if request.method not in ("GET", "POST"):
-            return method_not_allowed()
-        values = {}
-        if request.method == "POST":
-            body = await self.read_body(request)
-            document = http_codec.loads(body) if body else {}
-            if not isinstance(document, dict):
-                raise InternalError("attempt to access JSON non-object as object")
-            for key, value in document.items():
-                if value is None:
-                    values[key] = []  # back to the default / the global value
-                elif isinstance(value, list):
-                    values[key] = [str(v) for v in value]
-                else:
-                    values[key] = [str(value)]
-        settings = self.dataplane.trace_setting(model, values)
-        return json_response(http_views.trace_settings(settings))
 
     # -- model repository ------------------------------------------------
     async def repository_index(self, request, repository: str) -> Response:
@@ -469,37 +412,6 @@ def _header_length(value: Optional[str], content_length: int) -> int:
         raise InvalidArgument(f"inference header size should be in range (0, {content_length}), "
                               f"got: {value}")
     return parsed
-
-
-def _register_fields(document: dict, first: str):
-    """A register body's fields with Triton's texts: system ``key, offset, byte_size``;
-    CUDA ``raw_handle.b64 (decoded), device_id, byte_size``."""
-    if first not in document:
-        raise InvalidArgument(f"Shared memory register request has no '{first}' field")
-    if first == "key":
-        key = document["key"]
-        if not isinstance(key, str):
-            raise InternalError("attempt to access JSON non-string as string")
-        offset = document.get("offset", 0)
-        if not http_codec._is_uint(offset):
-            raise InternalError(http_codec._NOT_UINT)
-        if "byte_size" not in document:
-            raise InvalidArgument("Shared memory register request has no 'byte_size' field")
-        size = document["byte_size"]
-        if not http_codec._is_uint(size):
-            raise InternalError(http_codec._NOT_UINT)
-        return key, offset, size
-    handle = document["raw_handle"]
-    b64 = handle.get("b64") if isinstance(handle, dict) else None
-    if not isinstance(b64, str):
-        raise InternalError("attempt to access JSON non-string as string")
-    values = []
-    for field in ("byte_size", "device_id"):
-        value = document.get(field)
-        if not http_codec._is_uint(value):
-            raise InternalError(http_codec._NOT_UINT)
-        values.append(value)
-    return _base64(b64), values[1], values[0]
 
 
 def _load_parameters(params: dict) -> dict:

@@ -424,9 +424,10 @@ def encode_response(response, plan: OutputPlan) -> tuple[bytes, list]:
         entry: dict = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         if out.parameters:
             entry["parameters"] = dict(out.parameters)
-        if out.name in plan.shared_memory:
-            pass  # the data is in the client's region
-        elif plan.is_binary(out.name):
+        if out.name in plan.shared_memory:  # Triton sends neither data nor a binary size
+            outputs.append(entry)
+            continue
+        if plan.is_binary(out.name):
             data = out.data
             size = len(data) if isinstance(data, bytes) else data.nbytes
             entry.setdefault("parameters", {})["binary_data_size"] = size

@@ -100,19 +100,3 @@ def model_statistics(rows) -> dict:
         })
     return {"model_stats": stats}
 
-
-def shared_memory_region(region, kind: str) -> dict:
-    if kind == "system":
-        return {"name": region.name, "key": region.key, "offset": region.offset,
-                "byte_size": region.byte_size}
-    return {"name": region.name, "device_id": region.device_id, "byte_size": region.byte_size}
-
-
-def trace_settings(settings: dict) -> dict:
-    """Trace settings as Triton's REST API shows them: ``trace_level`` a list, the others
-    one string each."""
-    document = {}
-    for key, values in settings.items():
-        values = list(values)
-        document[key] = values if key == "trace_level" else (values[0] if values else "")
-    return document
