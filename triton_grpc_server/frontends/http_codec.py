@@ -69,7 +69,7 @@ class OutputPlan:
                  shared_memory: frozenset = frozenset()):
         self.default_binary = default_binary
         self.binary = binary
-        self.shared_memory = shared_memory  # outputs written into a region: metadata only
+        self.shared_memory = shared_memory  # outputs written to a region: no data here
 
     def is_binary(self, name: str) -> bool:
         value = self.binary.get(name)
@@ -424,10 +424,9 @@ def encode_response(response, plan: OutputPlan) -> tuple[bytes, list]:
         entry: dict = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         if out.parameters:
             entry["parameters"] = dict(out.parameters)
-        if out.name in plan.shared_memory:  # Triton sends neither data nor a binary size
-            outputs.append(entry)
-            continue
-        if plan.is_binary(out.name):
+        if out.name in plan.shared_memory:
+            pass  # the data is in the client's region
+        elif plan.is_binary(out.name):
             data = out.data
             size = len(data) if isinstance(data, bytes) else data.nbytes
             entry.setdefault("parameters", {})["binary_data_size"] = size

@@ -99,4 +99,3 @@ def model_statistics(rows) -> dict:
             "memory_usage": [],
         })
     return {"model_stats": stats}
-
