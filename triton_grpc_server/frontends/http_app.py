@@ -175,8 +175,7 @@ class TritonHttpApp:
 
     async def log_settings(self, request) -> Response:
         """``GET|POST /v2/logging``: the transport-free LogSettings (``logs.py``)."""
-        from .. import logs
-
+        
         denied = self._restricted("logging", request)
         if denied:
             return denied
@@ -189,12 +188,6 @@ class TritonHttpApp:
         if not isinstance(document, dict):
             raise InternalError("attempt to access JSON non-object as object")
         return json_response(logs.update_settings(document, http=True))
-
-    def _not_served(self, request, category: str, what: str) -> Response:
-        denied = self._restricted(category, request)
-        if denied:
-            return denied
-        return error_response(501, f"the {what} API is not supported by this server yet")
 
     # -- health and metadata ---------------------------------------------
     def server_health(self, request, kind: str) -> Response:
