@@ -175,7 +175,8 @@ class TritonHttpApp:
 
     async def log_settings(self, request) -> Response:
         """``GET|POST /v2/logging``: the transport-free LogSettings (``logs.py``)."""
-        
+        from .. import logs
+
         denied = self._restricted("logging", request)
         if denied:
             return denied
