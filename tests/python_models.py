@@ -170,7 +170,7 @@ class TritonPythonModel:
         for request in requests:
             name = pb_utils.get_input_tensor_by_name(request, "MODEL_NAME").as_numpy()[0]
             bls = pb_utils.InferenceRequest(
-                model_name=name.decode() if isinstance(name, bytes) else name,
+                model_name=name,  # bytes, as in python_backend's BLS example
                 requested_output_names=["OUTPUT0", "OUTPUT1"],
                 inputs=[pb_utils.get_input_tensor_by_name(request, "INPUT0"),
                         pb_utils.get_input_tensor_by_name(request, "INPUT1")])

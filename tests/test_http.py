@@ -655,3 +655,83 @@ def test_restricted_api_in_process(tmp_path):
     assert json.loads(body) == {"error": "This API is restricted, expecting header 'admin-key'"}
     assert call("/v2/health/live", [(b"admin-key", b"secret")])[0] == 200
     assert call("/v2/health/live", [(b"admin-key", b"wrong")])[0] == 403
+
+
+# -- generate and generate_stream (decoupled models) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def generate_server(tmp_path_factory):
+    import repeat_backend
+
+    base = tmp_path_factory.mktemp("generate")
+    repo = base / "models"
+    repo.mkdir()
+    models.simple_model(repo, "simple")
+    repeat_backend.write_model(repo, "repeat_int32")
+    yield from models.serve(repo, env=repeat_backend.plugin_env(base / "plugins"))
+
+
+def sse_events(raw: bytes) -> list:
+    assert raw.endswith(b"\n\n")
+    return [json.loads(chunk[len(b"data: "):]) for chunk in raw.split(b"\n\n") if chunk]
+
+
+def test_generate_non_decoupled(generate_server):
+    body = json.dumps({"INPUT0": list(range(16)), "INPUT1": [1] * 16, "id": "g1",
+                       "parameters": {"note": "x"}}).encode()
+    status, headers, raw = post(generate_server, "/v2/models/simple/generate", body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    answer = json.loads(raw)
+    assert answer["model_name"] == "simple" and answer["model_version"] == "1"
+    assert answer["id"] == "g1"
+    assert answer["OUTPUT0"] == [i + 1 for i in range(16)]
+    assert answer["OUTPUT1"] == [i - 1 for i in range(16)]
+
+
+def test_generate_stream_decoupled_sends_one_event_per_response(generate_server):
+    body = json.dumps({"IN": [4, 5, 6], "DELAY": [0, 0, 0], "WAIT": 0}).encode()
+    status, headers, raw = post(generate_server, "/v2/models/repeat_int32/generate_stream", body)
+    assert status == 200 and headers["content-type"] == "text/event-stream; charset=utf-8"
+    events = sse_events(raw)
+    assert [(e["OUT"], e["IDX"]) for e in events] == [(4, 0), (5, 1), (6, 2)]
+    assert all(e["model_name"] == "repeat_int32" for e in events)
+
+
+def test_generate_stream_error_event(generate_server):
+    body = json.dumps({"IN": [1, 2], "DELAY": [0], "WAIT": 0}).encode()  # DELAY too short
+    status, _, raw = post(generate_server, "/v2/models/repeat_int32/generate_stream", body)
+    events = sse_events(raw)
+    assert status == 400 and len(events) == 1 and "error" in events[0]
+
+
+def test_generate_needs_exactly_one_response(generate_server):
+    one = json.dumps({"IN": [9], "DELAY": [0], "WAIT": 0}).encode()
+    status, _, raw = post(generate_server, "/v2/models/repeat_int32/generate", one)
+    assert status == 200 and (json.loads(raw)["OUT"], json.loads(raw)["IDX"]) == (9, 0)
+    three = json.dumps({"IN": [1, 2, 3], "DELAY": [0, 0, 0], "WAIT": 0}).encode()
+    status, _, raw = post(generate_server, "/v2/models/repeat_int32/generate", three)
+    assert (status, json.loads(raw)) == (500, {"error": (
+        "generate expects model to produce exactly 1 response, use generate stream for model "
+        "that generates various number of responses")})
+
+
+def test_infer_refuses_decoupled_model(generate_server):
+    body = json.dumps({"inputs": [{"name": "IN", "shape": [1], "datatype": "INT32",
+                                   "data": [1]}]}).encode()
+    status, _, raw = post(generate_server, "/v2/models/repeat_int32/infer", body)
+    assert (status, json.loads(raw)) == (501, {"error": (
+        "HTTP end point doesn't support models with decoupled transaction policy")})
+
+
+def test_generate_errors(generate_server):
+    status, _, raw = post(generate_server, "/v2/models/nope/generate", b"{}")
+    assert (status, json.loads(raw)) == (404, {"error": "Request for unknown model: 'nope' is "
+                                                        "not found"})
+    body = json.dumps({"INPUT0": list(range(15)), "INPUT1": [1] * 15}).encode()
+    status, _, raw = post(generate_server, "/v2/models/simple/generate", body)
+    assert (status, json.loads(raw)) == (400, {"error": (
+        "The schema can not convert input 'INPUT0' to tensor with proper shape")})
+    status, _, raw = post(generate_server, "/v2/models/simple/generate", b"{}",
+                          {"Content-Encoding": "gzip"})
+    assert (status, json.loads(raw)) == (400, {"error": (
+        "Unsupported content-encoding, only 'identity' is supported.")})

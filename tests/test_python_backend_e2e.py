@@ -254,3 +254,22 @@ def test_unload_with_a_request_in_flight(client):
         time.sleep(0.1)
     else:
         raise AssertionError(f"instance process {pid} still running after unload")
+
+
+def test_add_sub_and_bls_over_http(server):
+    import tritonclient.http as httpclient
+
+    a, b = f32x4(11), f32x4(12)
+    with server.http_client() as http:
+        inputs = []
+        for name, array in (("INPUT0", a), ("INPUT1", b)):
+            tensor = httpclient.InferInput(name, [4], "FP32")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = http.infer("add_sub_py", inputs)
+        np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b)
+        name = httpclient.InferInput("MODEL_NAME", [1], "BYTES")
+        name.set_data_from_numpy(np.array([b"add_sub_onnx"], object))
+        result = http.infer("bls_sync", inputs + [name])
+        np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a + b)
+        assert http.get_model_config("auto")["max_batch_size"] == 4

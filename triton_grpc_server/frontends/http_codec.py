@@ -64,11 +64,13 @@ def loads(data, what: str = "request") -> Any:
 class OutputPlan:
     """How each output goes back: JSON ``data`` or binary, per Triton's rules."""
 
-    __slots__ = ("default_binary", "binary")
+    __slots__ = ("default_binary", "binary", "shared_memory")
 
-    def __init__(self, default_binary: bool, binary: dict[str, bool]):
+    def __init__(self, default_binary: bool, binary: dict[str, bool],
+                 shared_memory: frozenset = frozenset()):
         self.default_binary = default_binary
         self.binary = binary
+        self.shared_memory = shared_memory  # outputs written to a region: no data here
 
     def is_binary(self, name: str) -> bool:
         value = self.binary.get(name)
@@ -96,7 +98,8 @@ def decode_request(model_name: str, model_version: str, body, header_length: int
     request = InferRequest(model_name=model_name, model_version=model_version, id=request_id,
                            parameters=parameters, inputs=inputs, outputs=outputs,
                            raw_input_contents=raw)
-    return request, OutputPlan(default_binary, binary)
+    in_regions = frozenset(o.name for o in outputs if "shared_memory_region" in o.parameters)
+    return request, OutputPlan(default_binary, binary, in_regions)
 
 
 def _request_parameters(params) -> tuple[dict, bool]:
@@ -381,6 +384,9 @@ def encode_response(response, plan: OutputPlan) -> tuple[bytes, list]:
         entry: dict = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         if out.parameters:
             entry["parameters"] = dict(out.parameters)
+        if out.name in plan.shared_memory:  # Triton sends neither data nor a binary size
+            outputs.append(entry)
+            continue
         if plan.is_binary(out.name):
             data = out.data
             size = len(data) if isinstance(data, bytes) else data.nbytes
