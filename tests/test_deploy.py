@@ -367,7 +367,7 @@ def test_kserve_runtime_matches_kserve_tritonserver_conventions():
     runtime = only(KSERVE_DOCS, "ClusterServingRuntime")
     spec = runtime["spec"]
     formats = {f["name"]: f for f in spec["supportedModelFormats"]}
-    assert {"onnx", "pytorch", "tensorrt", "triton"} <= set(formats)
+    assert {"onnx", "pytorch", "tensorrt", "python", "triton"} <= set(formats)
     assert all(f.get("autoSelect") for f in formats.values())
     assert spec["protocolVersions"] == ["v2", "grpc-v2"]
     container = runtime_container()
