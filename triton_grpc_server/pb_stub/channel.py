@@ -154,12 +154,15 @@ class ReadRole:
         self._watcher = threading.Thread(target=self._watch, daemon=True, name=name)
         self._watcher.start()
 
-    def claim(self) -> None:
-        self._lock.acquire()
+    def claim(self, timeout: float = -1) -> bool:
+        """Take the read role (False if another thread keeps it past ``timeout``)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
         try:
             self._epoll.modify(self._fd, 0)
         except (OSError, ValueError):
             pass
+        return True
 
     def release(self) -> None:
         try:
