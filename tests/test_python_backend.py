@@ -282,3 +282,34 @@ def test_transport_blocks_are_freed_and_merged():
     (segment,) = pool.segments.values()
     assert segment.free == [(0, segment.size)] and not segment.used
     pool.close()
+
+
+CRASH_ON_RESTART = '''
+import os
+import triton_python_backend_utils as pb_utils
+
+MARK = os.path.join(os.path.dirname(__file__), "started")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        if os.path.exists(MARK):  # every start after the first dies in initialize
+            os._exit(4)
+        open(MARK, "w").close()
+
+    def execute(self, requests):
+        os._exit(3)
+'''
+
+
+def test_restart_that_dies_in_initialize_gives_up(tmp_path, loaded):
+    _, backend, (instance,) = loaded(python_model(
+        tmp_path, "dies", CRASH_ON_RESTART, [("MODE", "TYPE_INT32", [1])], [("OUT", "TYPE_INT64", [1])]))
+    first = FakeWork({"MODE": np.array([0], np.int32)}, ["OUT"])
+    instance.execute([first])
+    assert "exited with code 3" in first.wait()[0][0].message
+    second = FakeWork({"MODE": np.array([0], np.int32)}, ["OUT"])
+    instance.execute([second])
+    ((error, _),) = second.wait()
+    assert error.status.name == "UNAVAILABLE"
+    assert "restarting it failed" in error.message and "during initialize" in error.message

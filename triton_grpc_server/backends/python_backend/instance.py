@@ -181,9 +181,11 @@ class StubProcess:
         self.channel.close()
         self.transport.close()
 
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+    def dispose(self) -> None:
+        """Release what a dead process left: its watcher, socket and shared memory."""
+        self.role.close()
+        self.channel.close()
+        self.transport.close()
 
 
 class PythonInstance:
@@ -199,7 +201,9 @@ class PythonInstance:
         self.decoupled = backend.decoupled
         self.input_datatypes = backend.input_datatypes
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        # Reentrant: a restart holds it while the new process initializes, and a
+        # process dying during that initialize reports its exit on the same thread.
+        self._lock = threading.RLock()
         self._requests: dict[int, Any] = {}  # key -> ScheduledRequest awaiting its final answer
         self._execs: dict[int, _Exec] = {}
         self._failures = 0
@@ -228,6 +232,7 @@ class PythonInstance:
                 return stub
             if self._gave_up is not None:
                 raise Unavailable(self._gave_up)
+            stub.dispose()
             while True:
                 log.warning("restarting the process of model instance '%s'", self.name)
                 try:
@@ -318,6 +323,14 @@ class PythonInstance:
             pass  # the process has gone: on_exit failed these requests
         finally:
             role.release()
+        if not waiting.done.is_set():  # it had gone before these were registered
+            with self._lock:
+                self._execs.pop(exec_id, None)
+            for key, work in zip(keys, requests):
+                if self._forget(key):
+                    work.respond_error(StubDied(
+                        f"Failed to process the request(s) for model instance '{self.name}', "
+                        f"message: Stub process '{self.name}' is not healthy"))
 
     def _cancel(self, stub: StubProcess, key: int) -> None:
         try:
