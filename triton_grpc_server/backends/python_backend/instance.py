@@ -255,7 +255,7 @@ class PythonInstance:
             reason = (f"Failed to process the request(s) for model instance '{self.name}', "
                       f"message: Stub process '{self.name}' is not healthy: the instance process "
                       f"{how_it_ended(returncode)}")
-            if not stub.closing:
+            if stub.initialized:  # a failed (re)start is counted where it was attempted
                 log.error("%s", reason)
                 self._failures += 1
                 if self._failures >= MAX_RESTARTS and self._gave_up is None:
