@@ -206,6 +206,12 @@ def main(argv=None) -> int:
         print("h2load (nghttp2-client) is required", file=sys.stderr)
         return 2
     names = args.servers.split(",")
+    if "ours-granian" in names:
+        import importlib.util
+
+        if importlib.util.find_spec("granian") is None:
+            print("# ours-granian skipped: pip install granian to compare the library")
+            names.remove("ours-granian")
     tmp = Path(tempfile.mkdtemp(prefix="http-bench-"))
     repo = tmp / "models"
     models = workloads.write_repository(repo)

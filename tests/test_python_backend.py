@@ -347,3 +347,12 @@ def test_model_sees_its_request_cancelled(tmp_path, loaded):
     work.request.cancel()
     ((error, final),) = work.wait()
     assert final and error.message == "saw the cancellation" and error.status.name == "CANCELLED"
+
+
+def test_bls_request_takes_a_bytes_model_name():
+    """Triton's bls example passes ``MODEL_NAME.as_numpy()[0]`` (bytes) as the model name."""
+    from triton_grpc_server.pb_stub import pb_utils as stub_utils
+
+    request = stub_utils.InferenceRequest(model_name=b"add_sub", inputs=[],
+                                          requested_output_names=[])
+    assert request.model_name == "add_sub"

@@ -76,11 +76,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model to load at start-up in explicit mode (repeatable; '*' = all)")
     p.add_argument("--repository-poll-secs", type=float)
     p.add_argument("--exit-timeout-secs", type=float)
+    add_security_arguments(p)
     return p
 
 
+# -- security and limits (docs/security.md) ----------------------------------------------
+def add_security_arguments(p: argparse.ArgumentParser) -> None:
+    """TLS, restricted APIs and load limits, with Triton's flag names where Triton has them."""
+    p.add_argument("--grpc-use-ssl", type=_bool, metavar="BOOL",
+                   help="serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)")
+    p.add_argument("--grpc-use-ssl-mutual", type=_bool, metavar="BOOL",
+                   help="TLS requiring a client certificate signed by --grpc-root-cert; "
+                        "preempts --grpc-use-ssl")
+    p.add_argument("--grpc-server-cert", metavar="PEM", help="server certificate file")
+    p.add_argument("--grpc-server-key", metavar="PEM", help="server private key file")
+    p.add_argument("--grpc-root-cert", metavar="PEM",
+                   help="root certificate that client certificates must chain to")
+    p.add_argument("--grpc-restricted-protocol", action="append", metavar="<groups>:<key>=<value>",
+                   help="calls of these groups need metadata 'triton-grpc-protocol-<key>: "
+                        "<value>' (repeatable; groups: health, metadata, inference, "
+                        "shared-memory, model-config, model-repository, statistics, trace, "
+                        "logging)")
+    p.add_argument("--http-restricted-api", action="append", metavar="<groups>:<key>=<value>",
+                   help="HTTP requests of these groups need header '<key>: <value>' (repeatable)")
+    p.add_argument("--model-load-max-file-bytes", type=int, metavar="BYTES",
+                   help="bytes of file: parameters one model load may carry (default 1 GiB)")
+    p.add_argument("--model-max-instance-count", type=int, metavar="N",
+                   help="instances one model's instance_group may ask for (default 64)")
+
+
+def check_security_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Malformed restriction values stop the launch, as Triton's parser does."""
+    from .restrictions import RestrictionError, Restrictions
+
+    try:
+        Restrictions.for_grpc(args.grpc_restricted_protocol or [])
+        Restrictions.for_http(args.http_restricted_api or [])
+    except RestrictionError as exc:
+        p.error(str(exc).strip())
+
+
 def parse_settings(argv: Optional[Sequence[str]] = None) -> Settings:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_security_arguments(parser, args)
     given = {k: v for k, v in vars(args).items() if v is not None}
     return Settings(**given)
 

@@ -67,3 +67,21 @@ class Settings(BaseSettings):
 
     exit_timeout_secs: float = 30.0
     """How long shutdown waits for in-flight requests."""
+
+    # -- security and limits (docs/security.md) ---------------------------------------
+    grpc_use_ssl: bool = False
+    """Serve gRPC over TLS with --grpc-server-cert / --grpc-server-key."""
+    grpc_use_ssl_mutual: bool = False
+    """TLS that also requires a client certificate signed by --grpc-root-cert (implies TLS)."""
+    grpc_server_cert: Optional[str] = None
+    grpc_server_key: Optional[str] = None
+    grpc_root_cert: Optional[str] = None
+    grpc_restricted_protocol: list[str] = Field(default_factory=list)
+    """``<groups>:<key>=<value>`` values: calls of those groups need metadata
+    ``triton-grpc-protocol-<key>: <value>`` (restrictions.py)."""
+    http_restricted_api: list[str] = Field(default_factory=list)
+    """``<groups>:<key>=<value>`` values: HTTP requests of those groups need header ``<key>``."""
+    model_load_max_file_bytes: int = 1 << 30
+    """Bytes of all ``file:`` parameters one RepositoryModelLoad may carry."""
+    model_max_instance_count: int = 64
+    """Instances one model may ask for in its instance_group (all groups and devices)."""

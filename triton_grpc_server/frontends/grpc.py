@@ -23,10 +23,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
-from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code
+from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code, status_message
 from ..senders import StreamSender
 from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
+from .grpc_security import SecurityConfigError, add_port, aio_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ def error_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
     internal error is logged with its traceback.
     """
     if isinstance(exc, TritonError):
-        return grpc_code(exc.status), exc.message
+        return grpc_code(exc.status), status_message(exc.message)
     log.error("internal error in %s", where, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, status_message(f"internal error: {type(exc).__name__}: {exc}")
 
 
 class GRPCInferenceServicer:
@@ -428,14 +429,15 @@ async def start(dataplane, settings) -> GrpcFrontend:
     log.info("ModelInfer codec: %s", codec.__name__)
     executor = futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
                                           thread_name_prefix="grpc-control")
-    server = grpc.aio.server(options=server_options(settings))
+    server = grpc.aio.server(options=server_options(settings),
+                             interceptors=aio_interceptors(settings))  # restricted protocols
     server.add_generic_rpc_handlers(
         (build_handlers(GRPCInferenceServicer(dataplane, codec), executor),))
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
     address = f"{settings.grpc_address}:{settings.grpc_port}"
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        bound = add_port(server, address, settings)  # TLS when the settings ask for it
+    except (RuntimeError, SecurityConfigError) as exc:
         bound, reason = 0, str(exc)
     else:
         reason = "address in use or not available"
@@ -443,5 +445,6 @@ async def start(dataplane, settings) -> GrpcFrontend:
         executor.shutdown(wait=False)
         raise BindError(f"failed to bind gRPC frontend on {address}: {reason}")
     await server.start()
-    log.info("Started GRPCInferenceService at %s", address)
+    log.info("Started GRPCInferenceService at %s%s", address,
+             " (TLS)" if settings.grpc_use_ssl or settings.grpc_use_ssl_mutual else "")
     return GrpcFrontend(server, executor, address)

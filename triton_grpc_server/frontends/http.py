@@ -44,9 +44,10 @@ def bind_socket(address: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"failed to bind HTTP frontend on {address}:{port}: "
+                                 f"{exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -55,14 +56,15 @@ def bind_socket(address: str, port: int) -> socket.socket:
 async def start(dataplane, settings) -> HttpFrontend:
     import uvicorn
 
+    restrictions = _restrictions(settings)
+    sock = bind_socket(settings.http_address, settings.http_port)
     executor = futures.ThreadPoolExecutor(max_workers=settings.http_thread_count,
                                           thread_name_prefix="http")
-    app = TritonHttpApp(dataplane, settings, executor, restrictions=_restrictions(settings))
-    sock = bind_socket(settings.http_address, settings.http_port)
+    app = TritonHttpApp(dataplane, settings, executor, restrictions=restrictions)
+    # log_config=None: the server's logging setup stays as server.py made it.
     config = uvicorn.Config(app, http="httptools", loop="none", lifespan="off",
-                            access_log=False, log_level="warning", server_header=False,
-                            date_header=False, timeout_keep_alive=75,
-                            h11_max_incomplete_event_size=None)
+                            access_log=False, log_config=None, server_header=False,
+                            date_header=False, timeout_keep_alive=75)
     server = uvicorn.Server(config)
     config.load()
     server.lifespan = config.lifespan_class(config)

@@ -16,6 +16,7 @@ from .._proto import model_config_pb2 as mc
 from ..backends import backend_name_for, load_backend_class, platform_for, FILE_HINTS
 from ..errors import InvalidArgument, TritonError
 from ..tensors import CONFIG_TO_WIRE
+from .paths import check_config_paths, confined_path
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def complete_config(config, model_name: str, model_dir: Path,
     backend_class = load_backend_class(backend)
     if not config.default_model_filename:
         config.default_model_filename = backend_class.default_model_filename
+    # Before anything reads a file the config names: it may come from a client.
+    check_config_paths(config, model_dir)
     model_paths = find_model_files(config)
     if auto_complete and model_paths:
         try:
@@ -182,7 +185,8 @@ def labels_for(config, model_dir: Path) -> dict[str, list[str]]:
     labels = {}
     for output in config.output:
         if output.label_filename:
-            path = model_dir / output.label_filename
+            path = confined_path(model_dir, output.label_filename,
+                                 f"label_filename of output '{output.name}'", config.name)
             try:
                 labels[output.name] = path.read_text().splitlines()
             except OSError as exc:

@@ -19,20 +19,29 @@ from ..scheduler import Scheduler, create_scheduler
 from ..stats import ModelStats
 from . import config as cfg
 from .layout import available_versions, model_names, select_versions
+from .paths import confined_path
 
 log = logging.getLogger(__name__)
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+# Instances one model may ask for, all groups and devices together (--model-max-instance-count).
+DEFAULT_MAX_INSTANCE_COUNT = 64
 
 
 def model_files(model_dir: Path, config, on_disk: list[int]) -> list[Path]:
     """The model files of the versions the config's policy selects, oldest first."""
     paths = []
     for version in select_versions(config.version_policy, on_disk):
-        path = model_dir / str(version) / config.default_model_filename
+        path = model_file_path(model_dir, version, config)
         if path.exists():
             paths.append(path)
     return paths
+
+
+def model_file_path(model_dir: Path, version: int, config) -> Path:
+    """``<model_dir>/<version>/<default_model_filename>``, confined to the model directory."""
+    return confined_path(model_dir, config.default_model_filename, "default_model_filename",
+                         config.name, base=str(version))
 
 
 _STOL_PREFIX = re.compile(r"\s*([+-]?\d+)")
@@ -86,7 +95,7 @@ class ModelVersion:
         return self.state == READY
 
     def load(self, backend_class, context: BackendContext) -> None:
-        model_path = self.model_dir / str(self.version) / self.config.default_model_filename
+        model_path = model_file_path(self.model_dir, self.version, self.config)
         if not model_path.exists():
             raise Unavailable(f"unable to find '{model_path}' for model '{self.name}'")
         self.labels = cfg.labels_for(self.config, self.model_dir)
@@ -260,6 +269,7 @@ class ModelRepository:
                     self.auto_complete)
             except cfg.AutoCompleteFailed as exc:
                 return self._failed_versions(entry, exc, model_dir, on_disk)
+            self._check_instance_count(config)
             selected = select_versions(config.version_policy, on_disk)
             if not selected:
                 raise InvalidArgument(f"at least one version must be available under the version "
@@ -290,6 +300,19 @@ class ModelRepository:
             entry.state, entry.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
             log.error("failed to load '%s': %s", name, entry.reason)
         return entry
+
+    def _check_instance_count(self, config) -> None:
+        """Refuse a config asking for more instances than the server allows (a config
+        override can ask for millions, each a thread and a copy of the model)."""
+        limit = getattr(self.settings, "model_max_instance_count", DEFAULT_MAX_INSTANCE_COUNT)
+        total = 0
+        for group in config.instance_group:
+            devices = len(group.gpus) if group.kind == mc.ModelInstanceGroup.KIND_GPU else 1
+            total += group.count * max(devices, 1)
+        if total > limit:
+            raise InvalidArgument(
+                f"instance_group of model '{config.name}' asks for {total} instances, more "
+                f"than the server's limit of {limit} (--model-max-instance-count)")
 
     @staticmethod
     def _failed_versions(entry: ModelEntry, exc: "cfg.AutoCompleteFailed", model_dir: Path,
