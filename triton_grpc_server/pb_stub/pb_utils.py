@@ -12,7 +12,7 @@ import enum
 import json
 import struct
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ...errors import Status, TritonError, Unavailable
 from ...pb_stub.channel import Channel, ReadRole, socket_pair
@@ -192,8 +192,6 @@ class PythonInstance:
     """BackendInstance of a Python model: one process, restarted when it dies."""
 
     def __init__(self, backend, name: str, kind: str, device_id: int):
-        from ..base import BackendInstance  # noqa: F401 (the interface implemented here)
-
         self.backend = backend
         self.name = name
         self.kind = kind
