@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -47,11 +48,11 @@ def main() -> int:
         print("READY", flush=True)
         await server.serve()
 
-    try:  # the same loop as ours (granian's own CLI also picks uvloop when installed)
+    if os.environ.get("HTTP_BENCH_UVLOOP") == "1":  # granian's own CLI picks uvloop
         import uvloop
 
         uvloop.run(serve())
-    except ImportError:
+    else:  # the loop the server runs every frontend on
         asyncio.run(serve())
     return 0
 

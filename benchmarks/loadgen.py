@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
 PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -82,7 +83,7 @@ def _unit_seconds(value_unit: tuple) -> float:
 # -- fallback: grpc.aio processes ----------------------------------------------------------
 
 def aio_loadgen(port: int, message_path: Path, concurrency: int, requests: int,
-                processes: int = 2) -> LoadResult:
+                processes: int = 2, stream: bool = False) -> LoadResult:
     processes = max(1, min(processes, concurrency))
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
@@ -92,7 +93,8 @@ def aio_loadgen(port: int, message_path: Path, concurrency: int, requests: int,
             out = Path(tmp) / f"{i}.json"
             procs.append((subprocess.Popen(
                 [sys.executable, __file__, "--port", str(port), "--message", str(message_path),
-                 "--concurrency", str(share), "--requests", str(count), "--out", str(out)]), out))
+                 "--concurrency", str(share), "--requests", str(count), "--out", str(out)]
+                + (["--stream"] if stream else [])), out))
         results = []
         for proc, out in procs:
             proc.wait()
@@ -102,7 +104,8 @@ def aio_loadgen(port: int, message_path: Path, concurrency: int, requests: int,
                       max(r["seconds"] for r in results), latencies)
 
 
-async def _aio_worker(port: int, message: bytes, concurrency: int, requests: int) -> dict:
+async def _aio_worker(port: int, message: bytes, concurrency: int, requests: int,
+                      stream: bool = False) -> dict:
     import grpc
 
     channels = [grpc.aio.insecure_channel(
@@ -125,8 +128,27 @@ async def _aio_worker(port: int, message: bytes, concurrency: int, requests: int
                 counts["errors"] += 1
             latencies.append((time.perf_counter_ns() - start) // 1000)
 
+    async def streamer(channel):
+        # One ModelStreamInfer per caller, one request in flight on it (like a unary caller).
+        call = channel.stream_stream(STREAM_PATH)()  # no (de)serializers: bytes
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                start = time.perf_counter_ns()
+                await call.write(message)
+                response = await call.read()
+                # field 1 (error_message) comes first when set: tag byte 0x0A
+                if response is grpc.aio.EOF or response[:1] == b"\x0a":
+                    counts["errors"] += 1
+                else:
+                    counts["ok"] += 1
+                latencies.append((time.perf_counter_ns() - start) // 1000)
+            await call.done_writing()
+        except grpc.aio.AioRpcError:
+            counts["errors"] += 1
+
     start = time.perf_counter()
-    await asyncio.gather(*(caller(c) for c in channels))
+    await asyncio.gather(*((streamer if stream else caller)(c) for c in channels))
     seconds = time.perf_counter() - start
     for channel in channels:
         await channel.close()
@@ -140,9 +162,11 @@ def _aio_main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
     message = Path(args.message).read_bytes()
-    result = asyncio.run(_aio_worker(args.port, message, args.concurrency, args.requests))
+    result = asyncio.run(_aio_worker(args.port, message, args.concurrency, args.requests,
+                                     args.stream))
     Path(args.out).write_text(json.dumps(result))
 
 

@@ -57,6 +57,11 @@ class ServerSpec:
     make: object = None
 
     @property
+    def streams(self) -> bool:
+        """Serves ModelStreamInfer (the ceilings and the pre-streaming checkout do not)."""
+        return self.name.startswith("ours")
+
+    @property
     def is_ceiling(self) -> bool:
         return self.name.startswith("ceiling")
 
@@ -75,8 +80,8 @@ def server_specs(codecs: list[str], before: Path | None = None, peers: list[str]
     # The configs are complete, so auto-complete is off: like Triton with Triton's `simple`,
     # add_sub runs without a dynamic batcher (auto-complete would add one).
     ours = ["-m", "triton_grpc_server", "--model-repository", "{repo}", "--grpc-address",
-            "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false", "--allow-http", "false",
-            "--disable-auto-complete-config"]
+            "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false",
+            "--disable-auto-complete-config", "--allow-http", "false"]
     for codec in codecs:
         for loop in ("aio",):  # the one serving loop (docs/performance.md)
             specs.append(ServerSpec(f"ours-{loop}-{codec}",
@@ -237,7 +242,11 @@ class Bench:
             (tmp / f"{name}.response").write_bytes(response)
             self.frames[name] = len(workloads.grpc_frame(response))
 
-    def load(self, server: Server, model: str, concurrency: int, requests: int):
+    def load(self, server: Server, model: str, concurrency: int, requests: int,
+             mode: str = "unary"):
+        if mode != "unary":
+            return loadgen.aio_loadgen(server.port, self.tmp / f"{model}.message", concurrency,
+                                       requests, stream=mode == "stream")
         if self.use_h2load:
             return loadgen.h2load(server.port, self.tmp / f"{model}.frame",
                                   server.frame_lens.get(model, self.frames[model]),
@@ -252,13 +261,13 @@ class Bench:
             warm = max(2 * c, int(rate_guess * seconds * 0.1))
         else:  # first visit: enough to open the connections and estimate the rate
             warm = 25 * c if model.payload_bytes < MIB else 2 * c
-        warm_result = self.load(server, model.name, c, warm)
+        warm_result = self.load(server, model.name, c, warm, workload.mode)
         rate = warm_result.rate if repeat == 0 or rate_guess <= 0 else rate_guess
         count = max(4 * c, int(rate * seconds))
         cpu, busy, gen = server.cpu_seconds(), machine_busy_seconds(), children_cpu_seconds()
         steal = steal_seconds()
         started = time.monotonic()
-        result = self.load(server, model.name, c, count)
+        result = self.load(server, model.name, c, count, workload.mode)
         wall = time.monotonic() - started
         cpu = server.cpu_seconds() - cpu
         steal = steal_seconds() - steal
@@ -394,6 +403,37 @@ def codec_ratios(rows: dict, workload_order: list[str]) -> list[str]:
     return lines
 
 
+def request_path_targets(rows: dict, codec: str) -> list[str]:
+    """The asynchronous request path's targets: no unary regression against the checkout
+    given with --before (its better loop), and streams at least as fast as unary calls."""
+    out = []
+    ceilings = best_ceilings(rows)
+    ours = f"ours-aio-{codec}"
+    now = rows.get(("add_sub C=16", ours))
+    ceiling = ceilings.get("add_sub C=16")
+    befores = [row for (w, name), row in rows.items()
+               if w == "add_sub C=16" and name.startswith("before-")]
+    if now and ceiling and befores:
+        best = max(befores, key=lambda r: r["infer_per_s"])
+        r_now, r_before = (now["infer_per_s"] / ceiling["infer_per_s"],
+                           best["infer_per_s"] / ceiling["infer_per_s"])
+        c_now, c_before = (now["cpu_ms_per_infer"] / ceiling["cpu_ms_per_infer"],
+                           best["cpu_ms_per_infer"] / ceiling["cpu_ms_per_infer"])
+        out.append(f"- add_sub C=16 infer/s vs ceiling: {r_now:.2f}x now, {r_before:.2f}x before "
+                   f"-> {'met' if r_now >= r_before else 'NOT met'}")
+        out.append(f"- add_sub C=16 CPU/infer vs ceiling: {c_now:.2f}x now, {c_before:.2f}x before "
+                   f"-> {'met' if c_now <= c_before else 'NOT met'}")
+    stream = rows.get(("add_sub stream C=16", ours))
+    for label in ("add_sub aio-unary C=16", "add_sub C=16"):
+        unary = rows.get((label, ours))
+        if stream and unary:
+            r = stream["infer_per_s"] / unary["infer_per_s"]
+            out.append(f"- stream C=16 / {label} infer/s: {r:.2f} -> {'met' if r >= 1 else 'NOT met'}"
+                       f" (CPU/infer {stream['cpu_ms_per_infer']:.3f} vs "
+                       f"{unary['cpu_ms_per_infer']:.3f} ms)")
+    return out
+
+
 def targets(rows: dict, rss: dict, codec: str) -> list[str]:
     ceilings = best_ceilings(rows)
     out = []
@@ -486,7 +526,8 @@ def main(argv=None) -> int:
         tmp = Path(tmpdir)
         models = workloads.write_repository(tmp / "repo")
         all_workloads = [workloads.Workload(models["add_sub"], c) for c in (1, 4, 16)] + [
-            workloads.Workload(models["identity_4m"], 4)]
+            workloads.Workload(models["identity_4m"], 4)] + [
+            workloads.Workload(models["add_sub"], 16, mode) for mode in ("unary-aio", "stream")]
         if args.workloads:
             wanted = set(args.workloads.split(","))
             all_workloads = [w for w in all_workloads if w.label in wanted]
@@ -510,6 +551,8 @@ def main(argv=None) -> int:
                 for workload in all_workloads:
                     shift = repeat % len(servers)
                     for server in servers[shift:] + servers[:shift]:
+                        if workload.mode == "stream" and not server.spec.streams:
+                            continue
                         key = (server.spec.name, workload.label)
                         sample = bench.measure(server, workload, repeat, args.seconds,
                                                guesses.get(key, 0.0))
@@ -558,7 +601,10 @@ def main(argv=None) -> int:
     ratios = codec_ratios(rows, workload_order)
     if ratios:
         print("Codec (ours, Cython vs protobuf):\n" + "\n".join(ratios) + "\n")
-    print("Targets (against the ceilings):\n" + "\n".join(targets(rows, rss, codecs[0])))
+    print("Targets (issue 3):\n" + "\n".join(targets(rows, rss, codecs[0])))
+    path_targets = request_path_targets(rows, codecs[0])
+    if path_targets:
+        print("\nTargets (the asynchronous request path):\n" + "\n".join(path_targets))
     ours_main = f"ours-aio-{codecs[0]}"
     ratios = peer_ratios(rows, workload_order, ours_main, peers)
     if ratios:

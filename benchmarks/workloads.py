@@ -38,10 +38,15 @@ class Model:
 class Workload:
     model: Model
     concurrency: int
+    #: "unary" (h2load when installed), "unary-aio" (the grpc.aio load generator, for a
+    #: like-for-like comparison with streams) or "stream" (ModelStreamInfer, one request in
+    #: flight per stream, grpc.aio load generator)
+    mode: str = "unary"
 
     @property
     def label(self) -> str:
-        return f"{self.model.name} C={self.concurrency}"
+        kind = {"unary": "", "unary-aio": " aio-unary", "stream": " stream"}[self.mode]
+        return f"{self.model.name}{kind} C={self.concurrency}"
 
 
 def _save(graph, path: Path) -> None:

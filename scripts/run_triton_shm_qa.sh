@@ -9,7 +9,8 @@
 #
 #   TRITON_SERVER_REPO  a checkout of triton-inference-server/server (its qa/
 #                       directory is copied to a temp dir; nothing is downloaded)
-#   CLIENT_TYPES        "grpc" (default) or "grpc http" once HTTP is served
+#   CLIENT_TYPES        "grpc http" (default) or one of them; the unregister-in-flight
+#                       cases watch the server over HTTP and run only with http listed
 #
 # The tests talk to localhost:8001 (and :8000) as written, so each server and
 # test runs inside a private network namespace (unshare -rn): nothing else on
@@ -29,13 +30,15 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
 fi
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TRITON=$(cd "$1" && pwd) || exit 2
-CLIENT_TYPES=${2:-grpc}
+CLIENT_TYPES=${2:-grpc http}
 PYTHON=${PYTHON:-$REPO_ROOT/.venv/bin/python}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/triton_shm_qa.XXXXXX)}
 export PYTHON TRITON REPO_ROOT LOG_DIR CLIENT_TYPES
 
 mkdir -p "$LOG_DIR/qa"
 cp -r "$TRITON/qa/common" "$TRITON/qa/L0_shared_memory" "$TRITON/qa/L0_grpc" "$LOG_DIR/qa/"
+mkdir -p "$LOG_DIR/qa/python_models"
+cp -r "$TRITON/qa/python_models/execute_delayed_model" "$LOG_DIR/qa/python_models/"
 SHM_DIR="$LOG_DIR/qa/L0_shared_memory"
 rm -rf "$SHM_DIR/models" && mkdir -p "$SHM_DIR/models" "$SHM_DIR/models_large_offset"
 cp -r "$REPO_ROOT/examples/models/simple" "$SHM_DIR/models/"
@@ -117,6 +120,21 @@ for client in $CLIENT_TYPES; do
     run_case SharedMemoryTest.test_large_shm_register_offset $client \
         "$(pwd)/models_large_offset" 0 "${EXTRA[@]}" --allow-client-shm=true
 done
+
+# Unregister while requests are in flight: a Python-backend "simple" that sleeps 15 s
+# (qa/python_models/execute_delayed_model); the tests watch status over HTTP.
+mkdir -p python_models/simple/1
+cp ../python_models/execute_delayed_model/model.py python_models/simple/1/
+cp ../python_models/execute_delayed_model/config.pbtxt python_models/simple/
+if [[ $CLIENT_TYPES == *http* ]]; then
+    for t in test_unregister_shm_during_inference_single_req \
+             test_unregister_shm_during_inference_multiple_req test_unregister_shm_after_inference; do
+        for client in $CLIENT_TYPES; do
+            run_case "TestSharedMemoryUnregister.${t}_${client}" $client "$(pwd)/python_models" 1 \
+                "${EXTRA[@]}" --allow-client-shm=true
+        done
+    done
+fi
 
 # qa/L0_grpc/test.sh: the aio client test against the example repository
 cd "$LOG_DIR/qa/L0_grpc"

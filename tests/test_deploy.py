@@ -274,12 +274,12 @@ def test_kustomization_lists_the_manifests():
 # ------------------------------------------------------------ manifests against the server
 
 def flag_values(args: list[str]) -> dict:
-    from triton_grpc_server.cli import build_parser
+    from triton_grpc_server.cli import parse_settings
 
     if args and args[0] == "tritonserver":  # the image's entry point drops it
         args = args[1:]
-    parsed = build_parser().parse_args(args)  # exits (fails the test) on an unknown flag
-    return {k: v for k, v in vars(parsed).items() if v is not None}
+    settings = parse_settings(args)  # exits (fails the test) on an unknown flag
+    return {name: getattr(settings, name) for name in settings.model_fields_set}
 
 
 def deployment_container():
@@ -367,7 +367,7 @@ def test_kserve_runtime_matches_kserve_tritonserver_conventions():
     runtime = only(KSERVE_DOCS, "ClusterServingRuntime")
     spec = runtime["spec"]
     formats = {f["name"]: f for f in spec["supportedModelFormats"]}
-    assert {"onnx", "pytorch", "tensorrt", "triton"} <= set(formats)
+    assert {"onnx", "pytorch", "tensorrt", "python", "triton"} <= set(formats)
     assert all(f.get("autoSelect") for f in formats.values())
     assert spec["protocolVersions"] == ["v2", "grpc-v2"]
     container = runtime_container()

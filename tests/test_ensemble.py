@@ -1,9 +1,9 @@
 """Ensembles: Triton's config checks in-process, the DAG served for real over tritonclient.grpc.
 
 Step models are tiny ONNX graphs on FP32 [4] (``inc``: +1, ``double``: x2,
-``addpair``: A+B, ``narrow``: expects [3]) plus ``repeat``, a decoupled test
-backend loaded into the server through a sitecustomize plugin, which answers
-IN, IN+1, IN+2.
+``addpair``: A+B, ``narrow``: expects [3]), a Python-backend add/sub model, and
+``repeat``, a decoupled test backend loaded into the server through a
+sitecustomize plugin, which answers IN, IN+1, IN+2.
 """
 from __future__ import annotations
 
@@ -208,6 +208,11 @@ def server(tmp_path_factory):
     (plugin / "repeat_backend.py").write_text(REPEAT_SOURCE)
     (plugin / "sitecustomize.py").write_text(SITECUSTOMIZE % str(plugin))
 
+    from python_models import ADD_SUB, F32x4, F32x4_OUT, python_model
+
+    python_model(repo, "py_add_sub", ADD_SUB, F32x4, F32x4_OUT)
+    _ensemble(repo, "mixed", step("inc", {"IN": "X"}, {"OUT": "t"})
+              + step("py_add_sub", {"INPUT0": "X", "INPUT1": "t"}, {"OUTPUT0": "Y"}))
     _ensemble(repo, "two_step", step("inc", {"IN": "X"}, {"OUT": "t"})
               + step("double", {"IN": "t"}, {"OUT": "Y"}))
     _ensemble(repo, "diamond", step("inc", {"IN": "X"}, {"OUT": "t"})
@@ -245,6 +250,10 @@ def run(client, model, x=X):
 
 def test_two_steps(client):
     assert run(client, "two_step").tolist() == ((X + 1) * 2).tolist()
+
+
+def test_onnx_and_python_backend_steps(client):
+    assert run(client, "mixed").tolist() == (X + (X + 1)).tolist()
 
 
 def test_diamond(client):

@@ -344,10 +344,11 @@ ESCAPES = [
     "file:1/../..",
     "file:",
     "file:.",
-    "file:" + "A" * 256,
-    "file:1/" + "B" * 300 + "/model.onnx",
     "file:a\0b",
 ]
+# A path component no file system takes: Triton fails the write and reports the
+# load's poll as failed (INTERNAL), as its simple_grpc_model_control.py example checks.
+OVERLONG = ["file:" + "A" * 256, "file:1/" + "B" * 300 + "/model.onnx"]
 
 
 def test_file_paths_that_escape_are_rejected(repo, start_server, tmp_path):
@@ -361,6 +362,11 @@ def test_file_paths_that_escape_are_rejected(repo, start_server, tmp_path):
         assert code == "INVALID_ARGUMENT", (escape, message)
         assert ("must stay within model directory" in message
                 or "Invalid file path" in message), (escape, message)
+    for overlong in OVERLONG:
+        code, message = error_of(client.load_model, "adder", config="{}",
+                                 files={overlong: b"a", "file:1/model.onnx": onnx_bytes(9)})
+        assert (code, message) == (
+            "INTERNAL", "failed to load 'adder', failed to poll from model repository")
     assert sorted(p.name for p in tmp.iterdir() if "escaped" in p.name) == before
     assert not any(p.name.startswith("escaped") for p in tmp_path.rglob("*"))
     assert add_const(client, "adder") == (1, "1")  # nothing loaded, nothing swapped

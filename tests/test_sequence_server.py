@@ -19,8 +19,34 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import ServerHandle
 from models import _examples
+from python_models import python_model
 
 IDLE_US = 200_000
+
+# A Python-backend accumulator: the running sum is implicit state kept by the server.
+PY_ACCUMULATE = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy()
+            start = pb_utils.get_input_tensor_by_name(r, "START").as_numpy()
+            state = pb_utils.get_input_tensor_by_name(r, "INPUT_STATE").as_numpy()
+            total = (x + state * (1 - start)).astype(np.int32)
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUTPUT", total), pb_utils.Tensor("OUTPUT_STATE", total)]))
+        return responses
+'''
+PY_SEQUENCE = (
+    'sequence_batching { control_input [ '
+    '{ name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] }, '
+    '{ name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] } ] '
+    'state [ { input_name: "INPUT_STATE" output_name: "OUTPUT_STATE" data_type: TYPE_INT32 '
+    'dims: [ 1 ] } ] }\n')
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +60,8 @@ def server(tmp_path_factory):
     config = config.replace('name: "simple_sequence"', 'name: "short_idle"').replace(
         "sequence_batching {", f"sequence_batching {{\n  max_sequence_idle_microseconds: {IDLE_US}")
     (idle / "config.pbtxt").write_text(config)
+    python_model(repo, "py_accumulate", PY_ACCUMULATE, [("INPUT", "TYPE_INT32", [1])],
+                 [("OUTPUT", "TYPE_INT32", [1])], max_batch_size=8, extra=PY_SEQUENCE)
     handle = ServerHandle(repo, ["--allow-metrics", "false"])
     yield handle
     handle.stop()
@@ -90,6 +118,11 @@ def test_string_ids_and_implicit_state(client):
     assert results == [20, 9, 2, 3 + 1002]
     # a new START resets the state
     assert run_sequence(client, "simple_string_dyna_sequence", "1002", [5, 5]) == [5, 10 + 1002]
+
+
+def test_python_backend_sequence_with_implicit_state(client):
+    assert run_sequence(client, "py_accumulate", 41, [3, 4, 5]) == [3, 7, 12]
+    assert run_sequence(client, "py_accumulate", 41, [10, 1]) == [10, 11]   # START resets
 
 
 def test_sequences_over_model_stream_infer(server):
@@ -216,3 +249,26 @@ def test_uint64_id_above_int64(server):
                    for i, v in enumerate([4, 5])]
     values = [int(np.frombuffer(a.raw_output_contents[0], np.int32)[0]) for a in answers]
     assert values == [5, 5 - 2]   # END adds CORRID cast to INT32: 2**64-2 -> -2
+
+
+def test_sequences_over_http(server):
+    import tritonclient.http as httpclient
+
+    def http_infer(client, model, sequence_id, value, start=False, end=False):
+        tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+        tensor.set_data_from_numpy(np.full([1, 1], value, np.int32))
+        result = client.infer(model, [tensor], sequence_id=sequence_id, sequence_start=start,
+                              sequence_end=end)
+        return int(result.as_numpy("OUTPUT")[0][0])
+
+    client = server.http_client()
+    try:
+        a = [http_infer(client, "simple_dyna_sequence", 51, 4, start=True)]
+        b = [http_infer(client, "simple_string_dyna_sequence", "52", 4, start=True)]
+        a.append(http_infer(client, "simple_dyna_sequence", 51, 1, end=True))
+        b.append(http_infer(client, "simple_string_dyna_sequence", "52", 1, end=True))
+        assert a == [5, 1 + 51] and b == [4, 5 + 52]
+        with pytest.raises(InferenceServerException, match="must specify the START flag"):
+            http_infer(client, "simple_sequence", 53, 1)
+    finally:
+        client.close()

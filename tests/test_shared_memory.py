@@ -498,3 +498,82 @@ def test_cuda_shared_memory_cross_process(server):
     proc = subprocess.run([sys.executable, "-c", CUDA_CLIENT, server.url], capture_output=True,
                           text=True, timeout=120)
     assert "CUDA-SHM-OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- the HTTP twins ----------------------------------------------------------------------------
+
+def test_http_register_infer_status_unregister(server, regions):
+    import tritonclient.http as httpclient
+
+    c = server.http_client()
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 2, dtype=np.int32)
+    names = []
+    handles = []
+    for data in (a, b, None):
+        name, key, handle = regions(PAGE + 64)
+        c.register_system_shared_memory(name, key, 64, offset=PAGE)
+        if data is not None:
+            shm.set_shared_memory_region(handle, [data], offset=PAGE)
+        names.append(name)
+        handles.append(handle)
+    status = c.get_system_shared_memory_status()
+    assert sorted(r["name"] for r in status) == sorted(names)
+    row = c.get_system_shared_memory_status(names[0])[0]
+    assert (row["key"], row["offset"], row["byte_size"]) == ("/" + names[0], PAGE, 64)
+    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+              httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_shared_memory(names[0], 64)
+    inputs[1].set_shared_memory(names[1], 64)
+    outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+               httpclient.InferRequestedOutput("OUTPUT1", binary_data=False)]
+    outputs[0].set_shared_memory(names[2], 64)
+    result = c.infer("simple", inputs, outputs=outputs)
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(handles[2], np.int32, [1, 16],
+                                                            offset=PAGE), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    with pytest.raises(InferenceServerException, match="already in manager"):
+        c.register_system_shared_memory(names[0], "/" + names[0], 64)
+    with pytest.raises(InferenceServerException,
+                       match="Unable to find system shared memory region: 'nope'"):
+        c.get_system_shared_memory_status("nope")
+    c.unregister_system_shared_memory(names[0])
+    assert len(c.get_system_shared_memory_status()) == 2
+    c.unregister_system_shared_memory()
+    assert c.get_system_shared_memory_status() == []
+    assert c.get_cuda_shared_memory_status() == []
+    with pytest.raises(InferenceServerException, match="invalid args"):
+        c.register_cuda_shared_memory("c", base64.b64encode(bytes(64)), 0, 64)
+    c.close()
+
+
+def test_http_register_errors(server, regions):
+    """Raw requests: the body checks tritonclient never lets a client get wrong."""
+    import http.client
+    import json
+
+    def post(path, body):
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        conn.request("POST", path, body=json.dumps(body) if body is not None else None)
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+        return response.status, (json.loads(text).get("error") if text else "")
+
+    name, key, _ = regions(64)
+    base = "/v2/systemsharedmemory"
+    assert post(f"{base}/register", {"key": key, "byte_size": 64}) == (
+        400, "'region name' is necessary to register system shared memory region")
+    assert post(f"{base}/region/{name}/register", {"byte_size": 64}) == (
+        400, "Shared memory register request has no 'key' field")
+    assert post(f"{base}/region/{name}/register", {"key": key}) == (
+        400, "Shared memory register request has no 'byte_size' field")
+    assert post(f"{base}/region/{name}/register", {"key": key, "byte_size": -1}) == (
+        500, "attempt to access JSON non-unsigned-integer as unsigned-integer")
+    assert post(f"/v2/cudasharedmemory/region/c/register",
+                {"raw_handle": {"b64": "AAAA"}, "device_id": 0, "byte_size": 8}) == (
+        400, "'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    conn.request("POST", f"{base}/status")
+    assert conn.getresponse().status == 405
+    conn.close()

@@ -177,3 +177,27 @@ def test_opentelemetry_mode_exports_spans(repo, start_server):
     for name in TIMESTAMP_NAMES:
         assert f'"name": "{name}"' in log
     assert '"test.key": "abc"' in log
+
+
+def test_http_trace_setting(repo, tmp_path, start_server):
+    trace_file = tmp_path / "trace.json"
+    server = start_server(repo, "--allow-metrics", "false", "--trace-config",
+                          f"triton,file={trace_file}")
+    c = server.http_client()
+    got = c.get_trace_settings()
+    assert got == {"trace_level": ["OFF"], "trace_rate": "1000", "trace_count": "-1",
+                   "log_frequency": "0", "trace_file": str(trace_file), "trace_mode": "triton"}
+    got = c.update_trace_settings(model_name="simple",
+                                  settings={"trace_level": ["TIMESTAMPS"], "trace_rate": "1"})
+    assert (got["trace_level"], got["trace_rate"]) == (["TIMESTAMPS"], "1")
+    assert c.get_trace_settings()["trace_level"] == ["OFF"]  # the global one is unchanged
+    got = c.update_trace_settings(model_name="simple", settings={"trace_rate": None})
+    assert got["trace_rate"] == "1000"
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException,
+                       match="trace file location can not be updated through network protocol"):
+        c.update_trace_settings(settings={"trace_file": "x"})
+    with pytest.raises(InferenceServerException, match="Request for unknown model : nope"):
+        c.get_trace_settings(model_name="nope")
+    c.close()

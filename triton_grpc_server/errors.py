@@ -6,8 +6,45 @@ transport status in exactly one place per frontend (see ``frontends/grpc.py``).
 from __future__ import annotations
 
 import enum
+from urllib.parse import quote
 
 import grpc
+
+# A client string (a model, tensor or file name) echoed in an error text is cut to
+# this many characters: the text travels in a response header, and an unbounded
+# one makes gRPC reset the call instead of returning the error.
+MAX_ECHO_CHARS = 1024
+# The whole status text, as gRPC percent-encodes it into ``grpc-message``; clients
+# refuse response headers beyond 8 KiB by default, so stay well under.
+MAX_STATUS_MESSAGE_BYTES = 4096
+_TRUNCATED = "...(truncated)"
+
+
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, marked when cut (for echoing client strings)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + _TRUNCATED
+
+
+def status_message(message: str) -> str:
+    """``message`` cut so its percent-encoded form fits in ``MAX_STATUS_MESSAGE_BYTES``.
+
+    Every frontend passes error texts through this once, so an error that echoes
+    a long client string still reaches the client as an error.
+    """
+    if len(message) * 9 <= MAX_STATUS_MESSAGE_BYTES:  # short enough even if all non-ASCII
+        return message
+    budget = MAX_STATUS_MESSAGE_BYTES - len(_TRUNCATED)
+    if len(quote(message, safe=" ")) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    low, high = 0, min(len(message), budget)
+    while low < high:  # the longest prefix whose encoding fits
+        middle = (low + high + 1) // 2
+        if len(quote(message[:middle], safe=" ")) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return message[:low] + _TRUNCATED
 
 
 class Status(enum.Enum):

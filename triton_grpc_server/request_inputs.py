@@ -29,6 +29,11 @@ _FIELD_TYPES = {
     "bytes_contents": ("BYTES",),
 }
 
+# Sizes are int64 in Triton; a declared shape beyond it is refused before anything is sized.
+INT64_MAX = 2**63 - 1
+# Each BYTES element carries a 4-byte length prefix, so a payload of N bytes holds at most N // 4.
+BYTES_LENGTH_PREFIX = 4
+
 # numpy kind -> the width typed contents are read at before truncating to the input's type
 _CONTENTS_WIDTH = {"i": np.dtype(np.int64), "u": np.dtype(np.int64)}
 
@@ -254,9 +259,21 @@ class RequestValidator:
         return arrays, batch
 
     def _array(self, tensor, source) -> np.ndarray:
+        """The input as an array, after checking the declared shape against the bytes present.
+
+        Nothing here allocates from the declared shape alone: the element count is
+        compared with what the payload can hold first, so a 50-byte request
+        declaring billions of elements costs microseconds, not gigabytes.
+        """
         count = element_count(tensor.shape)
+        if count > INT64_MAX:
+            raise InvalidArgument(f"element count for tensor '{tensor.name}' exceeds maximum "
+                                  f"size of {INT64_MAX}")
         if tensor.datatype == "BYTES":
-            if isinstance(source, list):  # bytes_contents
+            if count > INT64_MAX // BYTES_LENGTH_PREFIX:
+                raise InvalidArgument(f"byte size for tensor '{tensor.name}' exceeds maximum "
+                                      f"size of {INT64_MAX}")
+            if isinstance(source, list):  # bytes_contents: one message field per element
                 if len(source) > count:
                     raise self.error(
                         f"unexpected number of string elements {count + 1} for inference input "
@@ -272,6 +289,9 @@ class RequestValidator:
             return array.reshape(tensor.shape)
         dtype = NUMPY_DTYPES[tensor.datatype]
         expected = count * dtype.itemsize
+        if expected > INT64_MAX:
+            raise InvalidArgument(f"byte size for tensor '{tensor.name}' exceeds maximum size "
+                                  f"of {INT64_MAX}")
         if isinstance(source, (list, tuple, np.ndarray)):  # typed contents
             got = len(source) * dtype.itemsize
             if got != expected:
@@ -295,7 +315,9 @@ class RequestValidator:
         """Walk a raw BYTES buffer (uint32 LE length + bytes per element), bounds-checked."""
         view = memoryview(buffer).cast("B")
         total = len(view)
-        out = np.empty(count, dtype=object)
+        # Elements are gathered as they are found and the array is made once the count
+        # is confirmed: its size is bounded by the payload, never by the declared shape.
+        items = []
         offset = checked = 0
         while offset < total:
             if total - offset < 4:
@@ -311,13 +333,15 @@ class RequestValidator:
                 raise self.error(
                     f"unexpected number of string elements {checked + 1} for inference input "
                     f"'{tensor.name}' for model '{self.name}', expecting {count}")
-            out[checked] = view[offset:offset + length].tobytes()
+            items.append(view[offset:offset + length].tobytes())
             offset += length
             checked += 1
         if checked != count or offset > total:
             raise self.error(
                 f"expected {count} string elements for inference input '{tensor.name}' for model "
                 f"'{self.name}', got {checked}")
+        out = np.empty(count, dtype=object)
+        out[:] = items
         return out
 
 

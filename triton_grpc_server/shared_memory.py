@@ -113,13 +113,13 @@ class SharedMemoryManager:
         self._lock = threading.Lock()
         self._regions: dict[str, Region] = {}
 
-    def _check_allowed(self) -> None:
+    def check_allowed(self) -> None:
         if not self.allow_client_shm:
             raise Unsupported(CLIENT_SHM_DISABLED)
 
     # -- registration ---------------------------------------------------------
     def register_system(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        self._check_allowed()
+        self.check_allowed()
         validate_key(name, key)
         with self._lock:
             if name in self._regions:
@@ -145,7 +145,7 @@ class SharedMemoryManager:
                                          byte_size=byte_size, mapping=mapping)
 
     def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
-        self._check_allowed()
+        self.check_allowed()
         with self._lock:
             if name in self._regions:
                 raise AlreadyExists(f"shared memory region '{name}' already in manager")
@@ -206,7 +206,7 @@ class SharedMemoryManager:
 
     def unregister(self, name: str, kind: str) -> None:
         """Remove ``name`` (every region of ``kind`` when empty); unknown names are no error."""
-        self._check_allowed()
+        self.check_allowed()
         with self._lock:
             names = [name] if name else [n for n, r in self._regions.items() if r.kind == kind]
             for each in names:

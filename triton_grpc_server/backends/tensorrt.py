@@ -111,7 +111,8 @@ def import_runtime_module(names: Sequence[str] = RUNTIME_MODULES):
             return importlib.import_module(name)
         except ImportError as exc:
             failures.append(f"{name}: {exc}")
-    raise Unavailable("no TensorRT runtime module could be imported (" + "; ".join(failures) + ")")
+    raise Unavailable("no TensorRT runtime module could be imported (" + "; ".join(failures)
+                      + "): pip install 'triton_grpc_server[tensorrt]'")
 
 
 # ---------------------------------------------------------------- engine metadata
@@ -358,6 +359,10 @@ def _nbytes(shape: Sequence[int], datatype: str) -> int:
 
 class TensorRTBackend(Backend):
     default_model_filename = "model.plan"
+
+    @classmethod
+    def gpu_by_default(cls) -> bool:
+        return gpu.unavailable_reason() is None
 
     @classmethod
     def auto_complete_config(cls, config, model_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Optional
 import orjson
 
 from ..errors import InternalError, InvalidArgument, TritonError, Unsupported, http_status
-from . import http_codec, http_views
+from . import http_codec, http_generate, http_shm_trace, http_views
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class TritonHttpApp:
     def __init__(self, dataplane, settings, executor=None, restrictions=None):
         self.dataplane = dataplane
         self.max_input_size = settings.http_max_input_size
+        from .transport_options import HeaderForwarder
+
+        self.forward_headers = HeaderForwarder.for_http(settings)
         self.executor = executor
         # ``restrictions.Restrictions`` (--http-restricted-api): ``refusal(group, headers)``
         # names the header a request lacks; None serves every API to everyone.
@@ -101,12 +104,13 @@ class TritonHttpApp:
 
     async def handle(self, request: HttpRequest, send) -> None:
         try:
-            response = await self.route(request)
+            response = await self.route(request, send)
         except ClientGone:
             return  # nobody to answer
         except Exception as exc:
             response = self._error(exc)
-        await send_response(send, response)
+        if response is not None:  # None: the handler wrote its (streamed) response itself
+            await send_response(send, response)
 
     @staticmethod
     def _error(exc: Exception) -> Response:
@@ -125,12 +129,12 @@ class TritonHttpApp:
         return error_response(403, f"This API is restricted, expecting header '{header}'")
 
     # -- routing (Triton's order) -----------------------------------------
-    async def route(self, request: HttpRequest) -> Response:
+    async def route(self, request: HttpRequest, send) -> Optional[Response]:
         path = request.path
         if path == "/v2/models/stats":
             return await self.model_stats(request, "", "")
         if path == "/v2/logging":
-            return self._not_served(request, "logging", "logging")
+            return await self.log_settings(request)
         match = MODEL_ROUTE.fullmatch(path)
         if match:
             model, version, kind = match.group(1), match.group(2) or "", match.group(3) or ""
@@ -145,16 +149,20 @@ class TritonHttpApp:
             if kind == "stats":
                 return await self.model_stats(request, model, version)
             if kind in ("generate", "generate_stream"):
-                return self._decoupled_only(request, model, version)
+                return await self.generate(request, model, version, kind == "generate_stream",
+                                           send)
             if kind == "trace/setting" and not version:
-                return self._not_served(request, "trace", "trace")
+                return await http_shm_trace.trace_setting(self, request, model)
         if path == "/v2":
             return self.server_metadata(request)
         match = SERVER_ROUTE.fullmatch(path)
         if match:
             return self.server_health(request, match.group(1))
-        if SYSTEM_SHM_ROUTE.fullmatch(path) or CUDA_SHM_ROUTE.fullmatch(path):
-            return self._not_served(request, "shared-memory", "shared memory")
+        for pattern, kind in ((SYSTEM_SHM_ROUTE, "system"), (CUDA_SHM_ROUTE, "cuda")):
+            match = pattern.fullmatch(path)
+            if match:
+                return await http_shm_trace.shared_memory(self, request, kind, match.group(1) or "",
+                                                          match.group(2))
         match = REPOSITORY_ROUTE.fullmatch(path)
         if match:
             repository, kind, model, action = match.groups()
@@ -162,14 +170,25 @@ class TritonHttpApp:
                 return await self.repository_index(request, repository or "")
             return await self.repository_control(request, repository or "", model, action)
         if TRACE_ROUTE.fullmatch(path):
-            return self._not_served(request, "trace", "trace")
+            return await http_shm_trace.trace_setting(self, request)
         return error_response(404, "Not Found")
 
-    def _not_served(self, request, category: str, what: str) -> Response:
-        denied = self._restricted(category, request)
+    async def log_settings(self, request) -> Response:
+        """``GET|POST /v2/logging``: the transport-free LogSettings (``logs.py``)."""
+        from .. import logs
+
+        denied = self._restricted("logging", request)
         if denied:
             return denied
-        return error_response(501, f"the {what} API is not supported by this server yet")
+        if request.method == "GET":
+            return json_response(logs.current_settings())
+        if request.method != "POST":
+            return method_not_allowed()
+        body = await self.read_body(request)
+        document = http_codec.loads(body) if body else {}
+        if not isinstance(document, dict):
+            raise InternalError("attempt to access JSON non-object as object")
+        return json_response(logs.update_settings(document, http=True))
 
     # -- health and metadata ---------------------------------------------
     def server_health(self, request, kind: str) -> Response:
@@ -287,11 +306,14 @@ class TritonHttpApp:
         body = await self.read_body(request)
         body = self._decompress(headers.get("content-encoding"), body)
         header_length = _header_length(headers.get(INFER_HEADER_LENGTH), len(body))
-        if header_length == 0 and len(body) > 0:
-            raise Unsupported("raw binary requests (Inference-Header-Content-Length: 0) are not "
-                              "supported by this server yet")
-        infer_request, plan = http_codec.decode_request(model, version, body, header_length,
-                                                        self.max_input_size)
+        if header_length == 0:  # Triton's raw binary request: the body is the one input
+            infer_request, plan = http_codec.decode_raw_request(
+                model, version, body, self.dataplane.model_config(model, version))
+        else:
+            infer_request, plan = http_codec.decode_request(model, version, body,
+                                                            header_length, self.max_input_size)
+        if self.forward_headers:  # --http-header-forward-pattern
+            infer_request.parameters.update(self.forward_headers.parameters(headers.items()))
         result = await self._infer_while_connected(request, infer_request)
         header, buffers = http_codec.encode_response(result, plan)
         extra = []
@@ -372,14 +394,15 @@ class TritonHttpApp:
             return chunks[0]
         return b"".join(chunks)
 
-    def _decoupled_only(self, request, model: str, version: str) -> Response:
+    async def generate(self, request, model: str, version: str, streaming: bool,
+                       send) -> Optional[Response]:
         denied = self._restricted("inference", request)
         if denied:
             return denied
         if request.method != "POST":
             return method_not_allowed()
-        self.dataplane.repository.get(model, version)  # unknown model: Triton's 404 first
-        return error_response(501, "the generate extension is not supported by this server yet")
+        await http_generate.generate(self, request, model, version, streaming, send)
+        return None
 
 
 def _too_large(size: int, limit: int) -> InvalidArgument:

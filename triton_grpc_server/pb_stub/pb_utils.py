@@ -12,7 +12,7 @@ import enum
 import json
 import struct
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -316,6 +316,11 @@ class InferenceRequest:
                  trace=None, parameters=None):
         if inputs is None or requested_output_names is None or model_name is None:
             raise TypeError("InferenceRequest needs inputs, requested_output_names and model_name")
+        # Triton's binding takes std::string: bytes (what a BYTES input's as_numpy holds) convert.
+        if isinstance(model_name, bytes):
+            model_name = model_name.decode("utf-8")
+        if isinstance(request_id, bytes):
+            request_id = request_id.decode("utf-8")
         if not isinstance(correlation_id, (int, str)):
             raise TritonModelException("Correlation ID must be integer or string")
         for tensor in inputs:

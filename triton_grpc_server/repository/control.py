@@ -29,7 +29,7 @@ from typing import Any, Optional
 from google.protobuf import json_format
 
 from .._proto import model_config_pb2 as mc
-from ..errors import InternalError, InvalidArgument, Unavailable
+from ..errors import InternalError, InvalidArgument, Unavailable, clip
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,33 @@ NOT_ALLOWED = "explicit model load / unload is not allowed if polling is enabled
 FILE_PREFIX = "file:"
 NAME_MAX = 255      # bytes in one path component (Linux)
 PATH_MAX = 4096
+# Default bound on the bytes of all ``file:`` parameters of one load (--model-load-max-file-bytes).
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+
+class PollFailed(InternalError):
+    """The load could not read the model from the repository or write its override
+    files: Triton answers these with one INTERNAL text (the details go to the log)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"failed to load '{name}', failed to poll from model repository")
+
+
+def check_override_config(name: str, config: str) -> None:
+    """A config override must be a JSON object that parses as a ``ModelConfig``.
+
+    protobuf's JSON parser takes "[]" (and other non-objects) as an empty
+    message; Triton's parser refuses them, and so the load fails its poll.
+    """
+    try:
+        document = json.loads(config)
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+        json_format.ParseDict(document, mc.ModelConfig())
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        log.error("Poll failed for model directory '%s': Invalid config override: %s",
+                  clip(name), clip(str(exc)))
+        raise PollFailed(name) from None
 
 
 def parameter_type(value: Any) -> str:
@@ -62,7 +89,12 @@ def validate_model_name(name: str) -> None:
         raise InvalidArgument("model name must not contain only whitespace characters")
     if ".." in name or "/" in name or "\0" in name:
         raise InvalidArgument(
-            f"invalid model name '{name}', model name must not contain path traversal characters")
+            f"invalid model name '{clip(name)}', model name must not contain path traversal "
+            "characters")
+
+
+class OverlongFileName(InvalidArgument):
+    """A ``file:`` parameter with a path component no file system takes."""
 
 
 def override_relative_path(parameter: str) -> str:
@@ -74,17 +106,19 @@ def override_relative_path(parameter: str) -> str:
     relative = parameter[len(FILE_PREFIX):]
     normalized = os.path.normpath(relative) if relative else ""
     if not relative or "\0" in relative or len(relative.encode()) > PATH_MAX:
-        raise InvalidArgument(f"Invalid file path '{relative}' for file parameter '{parameter}'")
+        raise InvalidArgument(
+            f"Invalid file path '{clip(relative)}' for file parameter '{clip(parameter)}'")
     parts = relative.split("/")
     if any(len(part.encode()) > NAME_MAX for part in parts):
-        raise InvalidArgument(
-            f"Invalid file path for file parameter '{parameter[:64]}...': a path component "
-            f"is longer than {NAME_MAX} bytes")
+        # Triton fails writing such a file, and reports the load's poll as failed.
+        log.error("failed to write override file '%s': a path component is longer than %d "
+                  "bytes", clip(parameter), NAME_MAX)
+        raise OverlongFileName(parameter)
     if (relative.startswith("/") or ".." in parts or normalized in (".", "")
             or normalized == ".." or normalized.startswith("../")):
         raise InvalidArgument(
-            f"Invalid file parameter '{parameter}' with normalized path '{normalized}' must "
-            "stay within model directory.")
+            f"Invalid file parameter '{clip(parameter)}' with normalized path "
+            f"'{clip(normalized)}' must stay within model directory.")
     return normalized
 
 
@@ -95,14 +129,15 @@ def write_override_directory(name: str, files: dict[str, bytes]) -> Path:
     against the new directory (nothing there is a link, but check anyway).
     """
     relatives = {parameter: override_relative_path(parameter) for parameter in files}
-    root = Path(tempfile.mkdtemp(prefix=f"tgs-override-{name}-")).resolve()
+    # The model name is only a hint in the folder's name: cut so it always fits NAME_MAX.
+    root = Path(tempfile.mkdtemp(prefix=f"tgs-override-{name[:64]}-")).resolve()
     try:
         for parameter, relative in relatives.items():
             target = Path(os.path.realpath(root / relative))
             if os.path.commonpath([root, target]) != str(root) or target == root:
                 raise InvalidArgument(
-                    f"Invalid file parameter '{parameter}' with normalized path '{relative}' "
-                    "must stay within model directory.")
+                    f"Invalid file parameter '{clip(parameter)}' with normalized path "
+                    f"'{clip(relative)}' must stay within model directory.")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -110,11 +145,11 @@ def write_override_directory(name: str, files: dict[str, bytes]) -> Path:
                     out.write(files[parameter])
             except (FileExistsError, NotADirectoryError, IsADirectoryError):
                 raise InvalidArgument(
-                    f"Invalid file parameter '{parameter}', directory has been created as a "
-                    "file") from None
+                    f"Invalid file parameter '{clip(parameter)}', directory has been created "
+                    "as a file") from None
             except OSError as exc:
                 raise InvalidArgument(
-                    f"Invalid file parameter '{parameter}': {exc.strerror}") from None
+                    f"Invalid file parameter '{clip(parameter)}': {exc.strerror}") from None
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -146,6 +181,9 @@ class ModelControl:
         self.mode = getattr(settings, "model_control_mode", "none") or "none"
         self.startup_models = list(getattr(settings, "load_model", None) or [])
         self.poll_secs = float(getattr(settings, "repository_poll_secs", 15.0) or 15.0)
+        self.load_threads = max(1, int(getattr(settings, "model_load_thread_count", 4) or 1))
+        self.max_file_bytes = int(getattr(settings, "model_load_max_file_bytes",
+                                          DEFAULT_MAX_FILE_BYTES))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._fingerprints: dict[str, Optional[tuple]] = {}
@@ -159,12 +197,30 @@ class ModelControl:
 
     # -- start-up and shutdown -------------------------------------------
     def load_startup_models(self) -> None:
+        """Load the start-up models, ``--model-load-thread-count`` at a time."""
         names = self.repository.scan()
         if self.mode == "explicit" and "*" not in self.startup_models:
             names = list(dict.fromkeys(self.startup_models))
-        for name in names:
+
+        def load(name: str) -> None:
             with self._lock(name):
                 self._load_from_repository(name)
+
+        if self.load_threads <= 1 or len(names) <= 1:
+            for name in names:
+                load(name)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..scheduler.ensemble import is_ensemble_dir
+
+        # Ensembles check their steps at load: they load once the other models have.
+        ensembles = [n for n in names if is_ensemble_dir(self.repository.root / n)]
+        others = [n for n in names if n not in ensembles]
+        with ThreadPoolExecutor(self.load_threads, thread_name_prefix="model-load") as pool:
+            list(pool.map(load, others))
+        for name in ensembles:
+            load(name)
 
     def start(self) -> None:
         """Start the poller (poll mode only)."""
@@ -188,30 +244,39 @@ class ModelControl:
             raise Unavailable(NOT_ALLOWED)
         validate_model_name(name)
         config, files = self._split_parameters(parameters or {})
+        if len(name.encode()) > NAME_MAX:  # names no directory, in the repository or anywhere
+            log.error("failed to poll model '%s': model not found in any model repository.",
+                      clip(name))
+            raise PollFailed(name)
+        if files:
+            self._check_file_bytes(name, files)
         with self._lock(name):
             override_dir = None
             if files:
                 if config is None:
                     raise InvalidArgument(
                         "Load parameter 'config' must be specified for model file override")
-                model_dir = override_dir = write_override_directory(name, files)
+                try:
+                    model_dir = override_dir = write_override_directory(name, files)
+                except OverlongFileName:
+                    raise PollFailed(name) from None
             else:
                 model_dir = self.repository.root / name
-                if not model_dir.is_dir():
+                try:
+                    found = model_dir.is_dir()
+                except OSError:
+                    found = False
+                if not found:
                     log.error("failed to poll model '%s': model not found in any model "
-                              "repository.", name)
-                    raise InternalError(
-                        f"failed to load '{name}', failed to poll from model repository")
+                              "repository.", clip(name))
+                    raise PollFailed(name)
             if config is not None:
                 try:
-                    json_format.Parse(config, mc.ModelConfig())
-                except (json_format.ParseError, json.JSONDecodeError, ValueError) as exc:
+                    check_override_config(name, config)
+                except PollFailed:
                     if override_dir is not None:
                         shutil.rmtree(override_dir, ignore_errors=True)
-                    log.error("Poll failed for model directory '%s': Invalid config override: %s",
-                              name, exc)
-                    raise InternalError(
-                        f"failed to load '{name}', failed to poll from model repository") from None
+                    raise
             stamp = fingerprint(model_dir) if override_dir is None else None
             entry = self.repository.load(name, config, model_dir)
             installed = self.repository.entries().get(name) is entry
@@ -222,7 +287,17 @@ class ModelControl:
                 self._fingerprints[name] = stamp
             elif override_dir is not None:
                 shutil.rmtree(override_dir, ignore_errors=True)
-        self._raise_load_error(name, entry)
+            # Judged while the lock is held: an unload queued behind this load would
+            # otherwise turn the versions just loaded UNLOADING before they are read.
+            self._raise_load_error(name, entry)
+
+    def _check_file_bytes(self, name: str, files: dict[str, bytes]) -> None:
+        total = sum(len(content) for content in files.values())
+        if total > self.max_file_bytes:
+            raise InvalidArgument(
+                f"load of model '{clip(name)}' carries {total} bytes of file parameters, more "
+                f"than the server's limit of {self.max_file_bytes} bytes "
+                "(--model-load-max-file-bytes)")
 
     def unload(self, name: str, parameters: Optional[dict] = None) -> None:
         """RepositoryModelUnload: returns at once; versions close as their requests finish.
@@ -248,10 +323,10 @@ class ModelControl:
             elif key.startswith(FILE_PREFIX):
                 if not isinstance(value, (bytes, bytearray, memoryview)):
                     raise InvalidArgument(
-                        f"File parameter '{key}' must have bytes type for its value")
+                        f"File parameter '{clip(key)}' must have bytes type for its value")
                 files[key] = bytes(value)
             else:
-                raise InvalidArgument(f"Unrecognized load parameter '{key}' with type "
+                raise InvalidArgument(f"Unrecognized load parameter '{clip(key)}' with type "
                                       f"'{parameter_type(value)}'")
         return config, files
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,20 +20,32 @@ from ..scheduler import Scheduler, create_scheduler
 from ..stats import ModelStats
 from . import config as cfg
 from .layout import available_versions, model_names, select_versions
+from .paths import confined_path
 
 log = logging.getLogger(__name__)
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+# Instances one model may ask for, all groups and devices together (--model-max-instance-count).
+DEFAULT_MAX_INSTANCE_COUNT = 64
 
 
 def model_files(model_dir: Path, config, on_disk: list[int]) -> list[Path]:
     """The model files of the versions the config's policy selects, oldest first."""
     paths = []
     for version in select_versions(config.version_policy, on_disk):
-        path = model_dir / str(version) / config.default_model_filename
+        path = model_file_path(model_dir, version, config)
         if path.exists():
             paths.append(path)
     return paths
+
+
+def model_file_path(model_dir: Path, version: int, config) -> Path:
+    """``<model_dir>/<version>/<default_model_filename>``, confined to the model directory;
+    the version folder itself for a backend without a model file (an ensemble)."""
+    if not config.default_model_filename:
+        return Path(model_dir) / str(int(version))
+    return confined_path(model_dir, config.default_model_filename, "default_model_filename",
+                         config.name, base=str(version))
 
 
 _STOL_PREFIX = re.compile(r"\s*([+-]?\d+)")
@@ -76,6 +89,7 @@ class ModelVersion:
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
         self.labels: dict[str, list[str]] = {}
+        self.load_duration_s: Optional[float] = None  # nv_model_load_duration_secs
         # In-flight requests (acquire/release): a retired version closes when idle.
         self._inflight = 0
         self._idle = threading.Condition()
@@ -86,7 +100,7 @@ class ModelVersion:
         return self.state == READY
 
     def load(self, backend_class, context: BackendContext) -> None:
-        model_path = self.model_dir / str(self.version) / self.config.default_model_filename
+        model_path = model_file_path(self.model_dir, self.version, self.config)
         if not model_path.exists():
             raise Unavailable(f"unable to find '{model_path}' for model '{self.name}'")
         self.labels = cfg.labels_for(self.config, self.model_dir)
@@ -201,6 +215,12 @@ class ModelRepository:
         self.root = Path(root)
         self.auto_complete = auto_complete
         self.settings = settings
+        self.config_name = getattr(settings, "model_config_name", "") or ""
+        self.load_retries = max(0, int(getattr(settings, "model_load_retry_count", 0) or 0))
+        if settings is not None and hasattr(settings, "backend_config"):
+            from ..backends import configure_backends
+
+            configure_backends(settings)
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.RLock()
 
@@ -252,7 +272,7 @@ class ModelRepository:
         entry = ModelEntry(name)
         entry.state = LOADING
         try:
-            config = cfg.read_config(model_dir, config_override)
+            config = cfg.read_config(model_dir, config_override, self.config_name)
             on_disk = available_versions(model_dir)
             try:
                 config, backend_class = cfg.complete_config(
@@ -260,6 +280,7 @@ class ModelRepository:
                     self.auto_complete)
             except cfg.AutoCompleteFailed as exc:
                 return self._failed_versions(entry, exc, model_dir, on_disk)
+            self._check_instance_count(config)
             selected = select_versions(config.version_policy, on_disk)
             if not selected:
                 raise InvalidArgument(f"at least one version must be available under the version "
@@ -268,15 +289,24 @@ class ModelRepository:
             context = BackendContext(name, self.settings)
             context.model_dir, context.repository = model_dir, self  # sequence state, ensembles
             for version in selected:
-                model_version = ModelVersion(name, version, config, model_dir)
-                entry.versions[version] = model_version
-                try:
-                    model_version.load(backend_class, context)
-                    log.info("successfully loaded '%s' version %d", name, version)
-                except TritonError as exc:
-                    model_version.state, model_version.reason = UNAVAILABLE, exc.message
-                except Exception as exc:  # a backend's own exception: report, keep serving
-                    model_version.state, model_version.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                for attempt in range(self.load_retries + 1):  # --model-load-retry-count
+                    model_version = ModelVersion(name, version, config, model_dir)
+                    entry.versions[version] = model_version
+                    started = time.monotonic()
+                    try:
+                        model_version.load(backend_class, context)
+                        model_version.load_duration_s = time.monotonic() - started
+                        log.info("successfully loaded '%s' version %d in %.3fs", name, version,
+                                 model_version.load_duration_s)
+                    except TritonError as exc:
+                        model_version.state, model_version.reason = UNAVAILABLE, exc.message
+                    except Exception as exc:  # a backend's own exception: report, keep serving
+                        model_version.state, model_version.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                    if model_version.state == READY or attempt == self.load_retries:
+                        break
+                    log.warning("loading '%s' version %d failed (%s); retrying (%d of %d)",
+                                name, version, model_version.reason, attempt + 1,
+                                self.load_retries)
                 if model_version.state != READY:
                     log.error("failed to load '%s' version %d: %s", name, version, model_version.reason)
             ready = any(v.ready for v in entry.versions.values())
@@ -290,6 +320,19 @@ class ModelRepository:
             entry.state, entry.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
             log.error("failed to load '%s': %s", name, entry.reason)
         return entry
+
+    def _check_instance_count(self, config) -> None:
+        """Refuse a config asking for more instances than the server allows (a config
+        override can ask for millions, each a thread and a copy of the model)."""
+        limit = getattr(self.settings, "model_max_instance_count", DEFAULT_MAX_INSTANCE_COUNT)
+        total = 0
+        for group in config.instance_group:
+            devices = len(group.gpus) if group.kind == mc.ModelInstanceGroup.KIND_GPU else 1
+            total += group.count * max(devices, 1)
+        if total > limit:
+            raise InvalidArgument(
+                f"instance_group of model '{config.name}' asks for {total} instances, more "
+                f"than the server's limit of {limit} (--model-max-instance-count)")
 
     @staticmethod
     def _failed_versions(entry: ModelEntry, exc: "cfg.AutoCompleteFailed", model_dir: Path,

@@ -43,7 +43,7 @@ import numpy as np
 
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, TritonError, Unavailable
-from ..stats import BACKEND, REJECTED, ModelStats, RequestTiming
+from ..stats import BACKEND, REJECTED, ModelStats
 from .base import backend_error
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,8 @@ class _RowRequest:
         self.parameters = work.parameters
         self.batch = work.batch
         self.timing = work.timing
+        self.stats = batcher.stats
+        self.executed = False   # set by a backend that records its own execution
 
     @property
     def cancelled(self) -> bool:
@@ -707,7 +709,8 @@ class SequenceBatcher:
             requests.append(_RowRequest(self, item, sequence, inputs, names))
         start = _now()
         worker.instance.execute(requests)
-        self.stats.executed(len(items), 0, _now() - start, 0)
+        if not requests[0].executed:  # the backend did not record the execution itself
+            self.stats.executed(len(items), 0, _now() - start, 0)
 
     def _keep_state(self, sequence: _Sequence, outputs: Mapping[str, Any], index: int,
                     single: bool) -> None:

@@ -59,7 +59,9 @@ def merge_expositions(texts) -> str:
 class MergedMetricsServer:
     def __init__(self, supervisor):
         self.supervisor = supervisor
-        address = supervisor.settings.grpc_address
+        from ..metrics import metrics_address
+
+        address = metrics_address(supervisor.settings)
         self._worker_host = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
         self._httpd = None
 

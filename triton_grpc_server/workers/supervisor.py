@@ -100,8 +100,10 @@ class Supervisor:
         if self.settings.allow_metrics:
             from .metrics_merge import MergedMetricsServer
 
+            from ..metrics import metrics_address
+
             self.metrics = MergedMetricsServer(self)
-            self.metrics.start(self.settings.grpc_address, self.settings.metrics_port)
+            self.metrics.start(metrics_address(self.settings), self.settings.metrics_port)
         return 0
 
     def watch(self) -> int:
@@ -143,9 +145,8 @@ class Supervisor:
 
 
 def supervise(argv: list[str], settings) -> int:
-    from ..server import check_repository, configure_logging
+    from ..server import check_repository
 
-    configure_logging(settings)
     problem = check_repository(settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
