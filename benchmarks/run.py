@@ -553,6 +553,8 @@ def main(argv=None) -> int:
                     for server in servers[shift:] + servers[:shift]:
                         if workload.mode == "stream" and not server.spec.streams:
                             continue
+                        if server.spec.is_peer and workload.mode != "unary":
+                            continue  # the peers' unary ModelInfer only
                         key = (server.spec.name, workload.label)
                         sample = bench.measure(server, workload, repeat, args.seconds,
                                                guesses.get(key, 0.0))

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         bench = run.Bench(tmp, {"add_sub": model}, use_h2load=True)
         original = bench.load
 
-        def load(server, name, concurrency, requests):  # h2load with more threads
+        def load(server, name, concurrency, requests, mode="unary"):  # h2load, more threads
             return loadgen.h2load(server.port, tmp / f"{name}.frame",
                                   server.frame_lens.get(name, bench.frames[name]),
                                   concurrency, requests, threads=args.loadgen_threads)

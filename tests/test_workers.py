@@ -247,16 +247,27 @@ def test_worker_that_cannot_start_stops_the_supervisor(tmp_path):
     handle.stop()
 
 
-def test_merge_expositions_sums_counters_and_keeps_gpu_gauges():
+def test_merge_expositions_sums_counters_and_keeps_machine_gauges():
     a = ('# HELP nv_inference_count Number of inferences\n# TYPE nv_inference_count untyped\n'
          'nv_inference_count{model="m",version="1"} 3\n'
          '# HELP nv_gpu_memory_total_bytes GPU total memory\n'
          '# TYPE nv_gpu_memory_total_bytes gauge\nnv_gpu_memory_total_bytes{gpu_uuid="g"} 100\n')
     b = a.replace("} 3", "} 4")
-    merged = merge_expositions([a, b])
+    c = ('# HELP nv_inference_request_success successes\n# TYPE nv_inference_request_success '
+         'counter\nnv_inference_request_success{model="m",version="1"} 5.0\n'
+         '# HELP nv_cpu_utilization CPU\n# TYPE nv_cpu_utilization gauge\nnv_cpu_utilization 0.5\n'
+         '# HELP nv_inference_pending_request_count pending\n'
+         '# TYPE nv_inference_pending_request_count gauge\n'
+         'nv_inference_pending_request_count{model="m",version="1"} 2.0\n')
+    merged = merge_expositions([a + c, b + c])
     assert 'nv_inference_count{model="m",version="1"} 7' in merged
     assert 'nv_gpu_memory_total_bytes{gpu_uuid="g"} 100' in merged
     assert "# TYPE nv_inference_count untyped" in merged
+    # Triton's counter names stay as they are (no _total); machine gauges are not added
+    assert 'nv_inference_request_success{model="m",version="1"} 10' in merged
+    assert "nv_inference_request_success_total" not in merged
+    assert "nv_cpu_utilization 0.5" in merged
+    assert 'nv_inference_pending_request_count{model="m",version="1"} 4' in merged
 
 
 def test_merge_stats_adds_every_figure():

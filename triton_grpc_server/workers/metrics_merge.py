@@ -3,7 +3,7 @@
 Each worker serves its own registry on a private port; a scrape here reads all of
 them and sums samples with the same name and labels, so ``nv_inference_count``
 and friends count the whole server. Figures of one shared thing rather than of a
-process (GPU gauges, summary quantiles) take the largest value instead of the sum.
+process (GPU and machine gauges, summary quantiles) take the largest value instead.
 ``GET /workers`` lists the workers (pid, restarts, addresses) as JSON.
 """
 from __future__ import annotations
@@ -16,43 +16,74 @@ import urllib.request
 log = logging.getLogger("triton_grpc_server.workers")
 
 SCRAPE_TIMEOUT_S = 5.0
-_TYPES = {"unknown": "untyped"}
+# Gauges that count something of each process (summed); every other gauge describes
+# the machine or a device that all workers see alike (the largest value is kept).
+_PER_PROCESS_GAUGES = ("nv_inference_pending_request_count", "nv_pinned_memory_pool_")
 
 
-def _not_summed(family_name: str, labels: dict) -> bool:
-    return family_name.startswith("nv_gpu_") or "quantile" in labels
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+def _summed(family: str, kind: str, labels: str) -> bool:
+    if "quantile=" in labels:
+        return False  # quantiles do not add up
+    if kind == "gauge":
+        return family.startswith(_PER_PROCESS_GAUGES)
+    return not family.startswith("nv_gpu_")
 
 
 def merge_expositions(texts) -> str:
-    """Prometheus text expositions -> one, samples of equal name and labels combined."""
-    from prometheus_client.parser import text_string_to_metric_families
+    """Prometheus text expositions of equal layout -> one, equal samples combined.
 
-    families: dict[str, list] = {}   # name -> [type, help, {(sample, labels): value}]
+    Read line by line rather than through a parser so sample names stay exactly as
+    the workers wrote them (Triton's counters have no ``_total`` suffix).
+    """
+    order: list[str] = []                 # families, first-seen order
+    headers: dict[str, list[str]] = {}    # family -> its HELP/TYPE lines
+    kinds: dict[str, str] = {}
+    samples: dict[str, dict] = {}         # family -> {(name, labels): value}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            entry = families.setdefault(family.name, [family.type, family.documentation, {}])
-            values = entry[2]
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                if key not in values:
-                    values[key] = sample.value
-                elif _not_summed(family.name, sample.labels):
-                    values[key] = max(values[key], sample.value)
-                else:
-                    values[key] += sample.value
+        family = ""
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    if family not in headers:
+                        headers[family] = []
+                        order.append(family)
+                        samples[family] = {}
+                    if line not in headers[family]:
+                        headers[family].append(line)
+                    if parts[1] == "TYPE" and len(parts) == 4:
+                        kinds[family] = parts[3].strip()
+                continue
+            head, _, value_text = line.rpartition(" ")
+            try:
+                value = float(value_text)
+            except ValueError:
+                continue
+            name, brace, rest = head.partition("{")
+            labels = brace + rest
+            if family not in samples:  # a sample without HELP/TYPE lines
+                family = name
+                headers.setdefault(family, [])
+                samples.setdefault(family, {})
+                if family not in order:
+                    order.append(family)
+            key = (name, labels)
+            values = samples[family]
+            if key not in values:
+                values[key] = value
+            elif _summed(family, kinds.get(family, "untyped"), labels):
+                values[key] += value
+            else:
+                values[key] = max(values[key], value)
     lines = []
-    for name, (kind, documentation, values) in families.items():
-        lines.append(f"# HELP {name} {documentation}")
-        lines.append(f"# TYPE {name} {_TYPES.get(kind, kind)}")
-        for (sample_name, labels), value in values.items():
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            shown = int(value) if float(value).is_integer() else value
-            lines.append(f"{sample_name}{{{label_text}}} {shown}" if labels
-                         else f"{sample_name} {shown}")
+    for family in order:
+        lines.extend(headers[family])
+        for (name, labels), value in samples[family].items():
+            shown = int(value) if value.is_integer() else value
+            lines.append(f"{name}{labels} {shown}")
     return "\n".join(lines) + "\n"
 
 
