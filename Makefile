@@ -52,7 +52,8 @@ bench: setup
 	$(PY) benchmarks/run.py --peers kserve,mlserver
 
 bench-quick: setup
-	$(PY) benchmarks/run.py --quick --rss 0 --peers kserve,mlserver --servers ours-aio-cython,kserve,mlserver
+	$(PY) benchmarks/run.py --quick --rss 0 --peers kserve,mlserver --servers ours-aio-cython,kserve,mlserver \
+		--workloads "add_sub C=1,add_sub C=16,identity_4m C=4"
 
 # Build sdist + wheel, install the wheel in a fresh venv outside the tree, serve and infer
 # (after `make models`; CI runs it after `make test`, so setup is not repeated).
