@@ -33,6 +33,8 @@ METHOD = "/triton_grpc_server.Workers/Call"
 # A peer that does not answer in this time is treated as gone (the supervisor restarts
 # it, and a restarted worker copies the others' models).
 CALL_TIMEOUT_S = 120.0
+# Statistics are read on the HTTP frontend's loop: a peer that hangs must not hold it.
+STATISTICS_TIMEOUT_S = 5.0
 PING_TIMEOUT_S = 2.0
 
 
@@ -139,11 +141,11 @@ class WorkerGroup:
         self.dataplane.unload_model = self.unload_model
         self.dataplane.model_statistics = self.model_statistics
 
-    def _everywhere(self, op: str, **arguments) -> list:
+    def _everywhere(self, op: str, timeout: float = CALL_TIMEOUT_S, **arguments) -> list:
         """``op`` on every other worker at once: their results (None for one that is gone)."""
         def one(peer):
             try:
-                return peer.call(op, **arguments)
+                return peer.call(op, timeout=timeout, **arguments)
             except grpc.RpcError as exc:
                 if _unreachable(exc):  # dead or restarting: it copies the models when back
                     log.warning("worker at %s did not answer %s: %s", peer.address, op, exc.code())
@@ -162,7 +164,8 @@ class WorkerGroup:
     def model_statistics(self, name: str = "", version: str = ""):
         rows = self.local_statistics(name, version)  # Triton's errors come from here
         by_key = {(model, number): [stats_to_json(stats)] for model, number, stats in rows}
-        for answer in self._everywhere("statistics", name=name, version=version):
+        for answer in self._everywhere("statistics", timeout=STATISTICS_TIMEOUT_S,
+                                       name=name, version=version):
             for model, number, stats in answer or ():
                 if (model, number) in by_key:  # a version another worker lacks is not shown
                     by_key[(model, number)].append(stats)
