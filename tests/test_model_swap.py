@@ -121,14 +121,14 @@ class Clients:
         return sum(len(r) for r in self.results)
 
 
-def explicit_server_with_slow_model(tmp_path, start_server, value: int):
+def explicit_server_with_slow_model(tmp_path, start_server, value: int, matmuls: int = 8):
     """A server in explicit mode with model ``slow`` (adds ``value``, slowly) loaded; ``(server, client)``."""
     repo = tmp_path / "models"
     repo.mkdir()
     server = start_server(repo, "--model-control-mode", "explicit")
     client = server.client()
     client.load_model("slow", config=override_config(**SLOW_CONFIG),
-                      files={"file:1/model.onnx": slow_infer_onnx(value, matmuls=8)})
+                      files={"file:1/model.onnx": slow_infer_onnx(value, matmuls=matmuls)})
     return server, client
 
 
@@ -237,7 +237,9 @@ def test_in_flight_request_finishes_on_the_version_it_started_on(tmp_path, start
 
 
 def test_unload_returns_at_once_and_lets_requests_finish(tmp_path, start_server):
-    server, client = explicit_server_with_slow_model(tmp_path, start_server, 5)
+    # A long request (seconds even on a quiet, fast box), so it is surely still running
+    # when the index is read.
+    server, client = explicit_server_with_slow_model(tmp_path, start_server, 5, matmuls=48)
     thread, outcome = request_in_background(server, "slow")
     time.sleep(0.3)
     started = time.monotonic()
@@ -245,6 +247,7 @@ def test_unload_returns_at_once_and_lets_requests_finish(tmp_path, start_server)
     assert time.monotonic() - started < 0.5
     assert not client.is_model_ready("slow")
     states = index(client)["slow"]
+    assert "ended" not in outcome, "the request finished before the index was read"
     thread.join(60)
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"] == (5, "1")
