@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 class ServerHandle:
-    def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0):
+    def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0, preexec_fn=None):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.http_port = free_port()
@@ -43,7 +43,8 @@ class ServerHandle:
         self.log_path = Path(tempfile.gettempdir()) / f"tgs-server-{self.port}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=full_env, cwd=str(ROOT))
+                                        env=full_env, cwd=str(ROOT),
+                                        preexec_fn=preexec_fn)
         if wait_ready:
             self.wait_live(timeout)
 

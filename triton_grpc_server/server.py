@@ -128,11 +128,20 @@ async def serve(dataplane, settings: Settings, stopping: threading.Event, reposi
         control.start()  # the repository poller, in poll mode
 
         await stop.wait()
+        dataplane.accepting = False
+        # The frontends refuse new requests first (as Triton stops its endpoints before
+        # the core), so nothing is accepted that the drain below could lose.
+        stopping = [asyncio.ensure_future(frontend.stop(settings.exit_timeout_secs))
+                    for frontend in running]
+        running = []
+        await asyncio.sleep(0)  # each stop() has run up to its first wait: listeners closed
         log.info("stopping: waiting up to %.0fs for in-flight requests",
                  settings.exit_timeout_secs)
-        dataplane.accepting = False
         if metrics is not None:
-            metrics.stop()
+            # Off the loop: shutting the metrics server down waits for its poll interval,
+            # which would stall every in-flight answer meanwhile.
+            await loop.run_in_executor(None, metrics.stop)
+        await asyncio.gather(*stopping, return_exceptions=True)
     finally:
         await asyncio.gather(*(frontend.stop(settings.exit_timeout_secs)
                                for frontend in running), return_exceptions=True)
