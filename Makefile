@@ -7,13 +7,19 @@ HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup compile debug models serve test test-fast bench gpu-check clean fuzz fuzz-asan fuzz-seeds soak
+.PHONY: setup setup-serve compile debug models serve test test-fast bench gpu-check clean \
+	fuzz fuzz-asan fuzz-seeds soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 # Editable install: generates the protobuf modules and compiles ext/ in place.
+# setup-serve installs only what serving needs (pip's progress shown: the first run
+# downloads onnxruntime); setup adds the test extras (torch, TensorRT runtime, clients).
+setup-serve: $(PY)
+	$(PY) -m pip install --progress-bar on -e ".[onnxruntime,metrics]"
+
 setup: $(PY)
 	$(PY) -m pip install -q -e ".[onnxruntime,metrics,test]"
 
@@ -23,17 +29,23 @@ compile: $(PY)
 debug: $(PY)
 	TGS_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
 
-models: setup
-	$(PY) examples/make_models.py examples/models
+# The example models are built with the onnx helper API (a serving dependency).
+MAKE_MODELS = $(PY) examples/make_models.py examples/models
 
-serve: models
+models: setup-serve
+	$(MAKE_MODELS)
+
+serve: setup-serve
+	$(MAKE_MODELS)
 	$(PY) -m triton_grpc_server --model-repository examples/models --grpc-port $(PORT) \
 		--http-port $(HTTP_PORT) --allow-client-shm true $(SERVE_ARGS)
 
-test: models
+test: setup
+	$(MAKE_MODELS)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-test-fast: models
+test-fast: setup
+	$(MAKE_MODELS)
 	$(PY) -m pytest -q -ra -x -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a c
 
 from triton_grpc_server._ext import wire
 from triton_grpc_server.frontends import protobuf_codec as ref
-from triton_grpc_server.inference import InferResponse, OutputTensor
+from triton_grpc_server._ext.wire import InferResponse, OutputTensor
 
 
 def simple_case():

@@ -73,7 +73,7 @@ def server_specs(codecs: list[str], before: Path | None = None) -> list[ServerSp
     # add_sub runs without a dynamic batcher (auto-complete would add one).
     ours = ["-m", "triton_grpc_server", "--model-repository", "{repo}", "--grpc-address",
             "127.0.0.1", "--grpc-port", "{port}", "--allow-metrics", "false",
-            "--disable-auto-complete-config"]
+            "--disable-auto-complete-config", "--allow-http", "false"]
     for codec in codecs:
         for loop in ("aio",):  # the one serving loop (docs/performance.md)
             specs.append(ServerSpec(f"ours-{loop}-{codec}",

@@ -27,6 +27,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def metrics_flags(args) -> list[str]:
+    """A free --metrics-port unless the test chose one (or turned metrics off): a busy
+    metrics port stops a server at start-up, so servers started by tests must not share 8002."""
+    given = [str(a).split("=", 1)[0] for a in args]
+    if "--metrics-port" in given or "--allow-metrics" in given:
+        return []
+    return ["--metrics-address", "127.0.0.1", "--metrics-port", str(free_port())]
+
+
 class ServerHandle:
     def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0, preexec_fn=None):
         self.port = free_port()
@@ -36,7 +45,7 @@ class ServerHandle:
         cmd = [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port),
                "--http-address", "127.0.0.1", "--http-port", str(self.http_port),
-               *map(str, args)]
+               *metrics_flags(args), *map(str, args)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
         # Logs go to the temp dir, never next to a repository inside the checkout.

@@ -299,7 +299,7 @@ def test_sigterm_with_100_requests_in_flight(tmp_path):
             # All 100 accepted by the backend and still running when the signal comes.
             wait_until(lambda: seen.exists() and seen.stat().st_size == 100)
             server.process.send_signal(signal.SIGTERM)
-            wait_until(lambda: "stopping: waiting" in server.log())
+            wait_until(lambda: "Waiting for in-flight requests" in server.log())
             # New requests are refused while the 100 finish.
             with server.client() as late:
                 code, _ = error_of(late.infer, "add", tensors(grpcclient, INPUT0=np.ones((1, 4), np.float32)))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 import models
 
@@ -611,8 +611,6 @@ def test_load_body_base64_decoded(tmp_path):
     onnx_bytes = (repo / "simple" / "1" / "model.onnx").read_bytes()
     server = models.start(repo, "--model-control-mode", "explicit")
     try:
-        config = (repo / "simple" / "config.pbtxt").read_text()
-        del config
         body = json.dumps({"parameters": {
             "config": json.dumps({"backend": "onnxruntime", "max_batch_size": 8}),
             "file:1/model.onnx": base64.b64encode(onnx_bytes).decode()}}).encode()
@@ -735,3 +733,105 @@ def test_generate_errors(generate_server):
                           {"Content-Encoding": "gzip"})
     assert (status, json.loads(raw)) == (400, {"error": (
         "Unsupported content-encoding, only 'identity' is supported.")})
+
+
+# -- shared memory and trace routes --------------------------------------------------------------
+
+def test_system_shared_memory_over_http(tmp_path):
+    import tritonclient.utils.shared_memory as shm
+
+    repo = tmp_path / "models"
+    models.simple_model(repo, "simple")
+    server = models.start(repo, "--allow-client-shm", "true")
+    key = f"/tgs_http_{server.http_port}"
+    handle = shm.create_shared_memory_region("h_in", key + "_in", 128)
+    out = shm.create_shared_memory_region("h_out", key + "_out", 128)
+    try:
+        with server.http_client() as c:
+            a = np.arange(16, dtype=np.int32).reshape(1, 16)
+            shm.set_shared_memory_region(handle, [a, a])
+            c.register_system_shared_memory("in", key + "_in", 128)
+            c.register_system_shared_memory("out", key + "_out", 128)
+            status = c.get_system_shared_memory_status()
+            assert {r["name"] for r in status} == {"in", "out"}
+            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+                      httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs[0].set_shared_memory("in", 64)
+            inputs[1].set_shared_memory("in", 64, offset=64)
+            outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+                       httpclient.InferRequestedOutput("OUTPUT1", binary_data=False)]
+            outputs[0].set_shared_memory("out", 64)
+            result = c.infer("simple", inputs, outputs=outputs)
+            in_region = result.get_output("OUTPUT0")  # metadata only, as Triton
+            assert in_region["shape"] == [1, 16] and "data" not in in_region
+            assert "binary_data_size" not in in_region.get("parameters", {})
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - a)
+            got = shm.get_contents_as_numpy(out, np.int32, [1, 16])
+            np.testing.assert_array_equal(got, 2 * a)
+            status, message = http_error(c.get_system_shared_memory_status, "nope")
+            assert status == "404"
+            assert message == "Unable to find system shared memory region: 'nope'"
+            c.unregister_system_shared_memory()
+            assert c.get_system_shared_memory_status() == []
+    finally:
+        server.stop()
+        shm.destroy_shared_memory_region(handle)
+        shm.destroy_shared_memory_region(out)
+
+
+def test_shared_memory_refused_without_allow_client_shm(server, client):
+    status, message = http_error(client.register_system_shared_memory, "r", "/k", 8)
+    assert status == "501" and "shared memory" in message.lower()
+    status, _, raw = post(server, "/v2/systemsharedmemory/region/r/status", b"")
+    assert status == 405
+
+
+def test_trace_settings(client):
+    settings = client.get_trace_settings()
+    assert isinstance(settings["trace_level"], list) and isinstance(settings["trace_rate"], str)
+    updated = client.update_trace_settings(settings={"trace_rate": "7"})
+    assert updated["trace_rate"] == "7"
+    per_model = client.update_trace_settings("simple", settings={"trace_count": "3"})
+    assert per_model["trace_count"] == "3" and per_model["trace_rate"] == "7"
+    cleared = client.update_trace_settings(settings={"trace_rate": None})
+    assert cleared["trace_rate"] == settings["trace_rate"]
+    status, message = http_error(client.get_trace_settings, "nope")
+    assert (status, message) == ("400", "Request for unknown model : nope")
+
+
+def test_raw_binary_request(server):
+    """``Inference-Header-Content-Length: 0``: the body is the one input (Triton's raw request)."""
+    data = np.arange(8, dtype=np.float32)
+    status, headers, raw = post(server, "/v2/models/id_fp32/infer", data.tobytes(),
+                                {"Inference-Header-Content-Length": "0"})
+    assert status == 200
+    size = int(headers["inference-header-content-length"])
+    assert json.loads(raw[:size])["outputs"][0]["shape"] == [1, 8]
+    np.testing.assert_array_equal(np.frombuffer(raw[size:], np.float32), data)
+    status, headers, raw = post(server, "/v2/models/fixed_nb/infer", b"",
+                                {"Inference-Header-Content-Length": "0"})
+    assert status == 400 and "input byte size mismatch" in json.loads(raw)["error"]
+    status, _, raw = post(server, "/v2/models/id_bytes/infer", b"427",
+                          {"Inference-Header-Content-Length": "0"})
+    assert (status, json.loads(raw)["error"]) == (
+        400, "For BYTE datatype raw input 'INPUT0', the model must have input shape [1]")
+    status, _, raw = post(server, "/v2/models/simple/infer", b"x" * 64,
+                          {"Inference-Header-Content-Length": "0"})
+    assert (status, json.loads(raw)["error"]) == (
+        400, "Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in "
+             "'simple' model configuration")
+
+
+def test_http_port_in_use_fails_start_up(tmp_path):
+    repo = tmp_path / "models"
+    models.simple_model(repo, "simple")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = models.start(repo, "--http-port", str(port), wait_ready=False)
+        try:
+            assert server.process.wait(60) == 1
+            assert f"failed to bind HTTP frontend on 127.0.0.1:{port}" in server.log()
+        finally:
+            server.stop()

@@ -282,3 +282,12 @@ def test_transport_blocks_are_freed_and_merged():
     (segment,) = pool.segments.values()
     assert segment.free == [(0, segment.size)] and not segment.used
     pool.close()
+
+
+def test_bls_request_takes_a_bytes_model_name():
+    """Triton's bls example passes ``MODEL_NAME.as_numpy()[0]`` (bytes) as the model name."""
+    from triton_grpc_server.pb_stub import pb_utils as stub_utils
+
+    request = stub_utils.InferenceRequest(model_name=b"add_sub", inputs=[],
+                                          requested_output_names=[])
+    assert request.model_name == "add_sub"

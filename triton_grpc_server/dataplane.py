@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Triton's order; the rest (sequence, shared memory, ...) come with their issues.
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
               "model_configuration", "system_shared_memory", "binary_tensor_data", "parameters",
-              "statistics", "trace"]
+              "statistics", "trace", "logging"]
 
 
 class TensorMetadata:
@@ -84,7 +84,8 @@ class DataPlane:
         extensions = list(EXTENSIONS)
         if self.shared_memory.cuda_available():  # only where a region could be opened
             extensions.insert(extensions.index("system_shared_memory") + 1, "cuda_shared_memory")
-        return "triton", _version.TRITON_COMPAT_VERSION, extensions
+        return getattr(self.settings, "server_id", "triton"), _version.TRITON_COMPAT_VERSION, \
+            extensions
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)

@@ -53,13 +53,25 @@ def require_devices(device_ids=(), what: str = "this model") -> None:
             raise Unavailable(f"{what} asks for GPU {device}, but only {count} device(s) are visible")
 
 
+_pool_bytes: Optional[int] = None  # --pinned-memory-pool-byte-size
+
+
+def set_pinned_pool_size(nbytes: int) -> None:
+    """Size the pool's blocks (before first use): one block of ``nbytes`` serves the
+    steady state, as Triton's fixed pool does; a larger request gets a block of its own."""
+    global _pool_bytes
+    _pool_bytes = max(256, int(nbytes))
+
+
 def pinned_pool():
     """The process-wide :class:`PinnedPool` (page-locked when a GPU is usable)."""
     global _pool
     if _pool is None:
         with _lock:
             if _pool is None:
-                _pool = cuda_module().PinnedPool()
+                cuda = cuda_module()
+                _pool = (cuda.PinnedPool(block_size=_pool_bytes) if _pool_bytes is not None
+                         else cuda.PinnedPool())
     return _pool
 
 

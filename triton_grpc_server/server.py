@@ -2,7 +2,11 @@
 
 Frontends are modules with ``async def start(dataplane, settings)`` returning
 an object with ``async stop(grace)``; :data:`FRONTENDS` lists them with the
-setting that enables each. SIGINT/SIGTERM stop them: new requests are refused,
+setting that enables each. A frontend module may also expose ``async def
+bind(dataplane, settings)``, returning the same object bound but not yet
+serving, with ``async serve()``: every such port is bound before any model
+loads, so a port in use ends start-up at once, and serving starts once the
+models are loaded. SIGINT/SIGTERM stop them: new requests are refused,
 in-flight ones get up to ``--exit-timeout-secs`` to finish.
 """
 from __future__ import annotations
@@ -27,10 +31,9 @@ FRONTENDS = [
 
 
 def configure_logging(settings: Settings) -> None:
-    level = logging.DEBUG if settings.log_verbose > 0 else (
-        logging.INFO if settings.log_info else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname).1s%(asctime)s %(name)s] %(message)s")
+    from . import logs
+
+    logs.configure(settings)
 
 
 def check_repository(settings: Settings) -> str:
@@ -45,15 +48,6 @@ def check_repository(settings: Settings) -> str:
     if not os.access(path, os.R_OK | os.X_OK):
         return f"model repository '{path}' is not readable"
     return ""
-
-
-def load_startup_models(repository, settings: Settings):
-    """Load what the control mode loads at start-up; returns the :class:`ModelControl`."""
-    from .repository.control import ModelControl
-
-    control = ModelControl(repository, settings)
-    control.load_startup_models()
-    return control
 
 
 def run(settings: Settings) -> int:
@@ -73,26 +67,28 @@ def run(settings: Settings) -> int:
         return 1
 
     from .dataplane import DataPlane
-    from .metrics import create_metrics_server
+    from .metrics import create_metrics_server, metrics_address
     from .repository import ModelRepository
+    from .repository.control import ModelControl
 
     repository = ModelRepository(settings.model_repository,
                                  auto_complete=not settings.strict_model_config,
                                  settings=settings)
-    control = load_startup_models(repository, settings)
-    failed = [(n, e.reason) for n, e in repository.entries().items() if e.state != "READY"]
-    if failed and settings.exit_on_error:
-        for name, reason in failed:
-            print(f"error: failed to load '{name}': {reason}", file=sys.stderr)
-        print("error: creating server: Internal - failed to load all models", file=sys.stderr)
-        repository.close()
+    # Every port is bound before any model loads: a port in use ends start-up at once,
+    # naming it, instead of after minutes of loading.
+    try:
+        metrics = create_metrics_server(repository, settings)  # bound, not serving; None if off
+    except OSError as exc:
+        print(f"error: failed to start Metrics service on {metrics_address(settings)}:"
+              f"{settings.metrics_port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-
+    control = ModelControl(repository, settings)
     dataplane = DataPlane(repository, settings, control=control)
     try:
-        code = asyncio.run(serve(dataplane, settings, stopping, repository, control,
-                                 create_metrics_server))
+        code = asyncio.run(serve(dataplane, settings, stopping, repository, control, metrics))
     finally:
+        if metrics is not None:
+            metrics.stop()
         control.stop()
         dataplane.close()
         repository.close()
@@ -100,17 +96,36 @@ def run(settings: Settings) -> int:
     return code
 
 
+def load_models(repository, control, settings: Settings) -> bool:
+    """Start-up loading: False when a model failed and ``--exit-on-error`` says stop."""
+    from .logs import log_model_table
+
+    if not repository.scan():
+        log.warning("model repository '%s' is empty: no model will be served",
+                    settings.model_repository)
+    control.load_startup_models()
+    log_model_table(repository, log)
+    failed = [(n, e.reason) for n, e in repository.entries().items() if e.state != "READY"]
+    if failed and settings.exit_on_error:
+        for name, reason in failed:
+            print(f"error: failed to load '{name}': {reason}", file=sys.stderr)
+        print("error: creating server: Internal - failed to load all models", file=sys.stderr)
+        return False
+    return True
+
+
 async def serve(dataplane, settings: Settings, stopping: threading.Event, repository, control,
-                create_metrics_server) -> int:
+                metrics) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    if stopping.is_set():  # a signal arrived while the models loaded
+    if stopping.is_set():  # a signal arrived during start-up
         stop.set()
 
-    running = []
+    bound, running, drained = [], [], []
     try:
+        # 1. bind every enabled frontend (a module with bind() serves only once told to)
         for name, flag, module_name in FRONTENDS:
             if not getattr(settings, flag, False):
                 continue
@@ -120,29 +135,45 @@ async def serve(dataplane, settings: Settings, stopping: threading.Event, reposi
                 print(f"error: the {name} frontend is not available: {exc}", file=sys.stderr)
                 return 1
             try:
-                running.append(await module.start(dataplane, settings))
+                if hasattr(module, "bind"):
+                    bound.append(await module.bind(dataplane, settings))
+                else:
+                    bound.append(module)
             except Exception as exc:  # a bind failure, most often
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-        metrics = create_metrics_server(repository, settings)  # None when disabled
+        # 2. load the models (off the loop: signals still arrive)
+        if not await loop.run_in_executor(None, load_models, repository, control, settings):
+            return 1
+        # 3. serve
+        for frontend in bound:
+            try:
+                if hasattr(frontend, "serve"):
+                    await frontend.serve()
+                    running.append(frontend)
+                else:  # a frontend module with start() only: binds and serves now
+                    running.append(await frontend.start(dataplane, settings))
+            except Exception as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        if metrics is not None:
+            metrics.start()
         control.start()  # the repository poller, in poll mode
 
         await stop.wait()
         dataplane.accepting = False
         # The frontends refuse new requests first (as Triton stops its endpoints before
-        # the core), so nothing is accepted that the drain below could lose.
+        # the core), so nothing is accepted that the drain could lose.
         stopping = [asyncio.ensure_future(frontend.stop(settings.exit_timeout_secs))
                     for frontend in running]
-        running = []
         await asyncio.sleep(0)  # each stop() has run up to its first wait: listeners closed
-        log.info("stopping: waiting up to %.0fs for in-flight requests",
+        log.info("Waiting for in-flight requests to complete (up to %.0fs).",
                  settings.exit_timeout_secs)
-        if metrics is not None:
-            # Off the loop: shutting the metrics server down waits for its poll interval,
-            # which would stall every in-flight answer meanwhile.
-            await loop.run_in_executor(None, metrics.stop)
         await asyncio.gather(*stopping, return_exceptions=True)
+        drained = list(running)
     finally:
+        frontends = running + [f for f in bound if f not in running and hasattr(f, "stop")]
+        frontends = [f for f in frontends if f not in drained]
         await asyncio.gather(*(frontend.stop(settings.exit_timeout_secs)
-                               for frontend in running), return_exceptions=True)
+                               for frontend in frontends), return_exceptions=True)
     return 0

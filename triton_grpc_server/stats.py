@@ -20,6 +20,10 @@ from typing import Optional
 REJECTED, CANCELED, BACKEND, OTHER = "REJECTED", "CANCELED", "BACKEND", "OTHER"
 FAILURE_REASONS = (REJECTED, CANCELED, BACKEND, OTHER)
 
+# Set by the metrics module when latency summaries are enabled: makes the object each
+# version's stats feed with every successful request's durations (``observe``).
+summary_factory = None
+
 
 class RequestTiming:
     """One request's durations in nanoseconds, filled in as it moves through the server."""
@@ -72,6 +76,7 @@ class ModelStats:
         self.batch_stats: dict[int, BatchStats] = {}
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.pending = 0           # requests queued, not yet executing
+        self.summaries = summary_factory() if summary_factory is not None else None
 
     # -- scheduler events ------------------------------------------------
     def enqueued(self, count: int = 1) -> None:
@@ -118,6 +123,9 @@ class ModelStats:
             compute_infer.ns += timing.compute_infer_ns
             compute_output.count += 1
             compute_output.ns += timing.compute_output_ns
+        if self.summaries is not None:
+            self.summaries.observe(duration, timing.queue_ns, timing.compute_input_ns,
+                                   timing.compute_infer_ns, timing.compute_output_ns)
 
     def failed(self, timing: RequestTiming) -> None:
         duration = time.monotonic_ns() - timing.start_ns

@@ -34,6 +34,30 @@ FILE_HINTS: dict[str, str] = {
 }
 
 
+# --backend-config settings: {backend name or "" for all: {setting: value}}; one per process,
+# as Triton hands each backend its configuration once.
+_BACKEND_CONFIG: dict[str, dict[str, str]] = {}
+
+
+def set_backend_config(parsed: dict[str, dict[str, str]]) -> None:
+    _BACKEND_CONFIG.clear()
+    _BACKEND_CONFIG.update(parsed)
+
+
+def configure_backends(settings) -> None:
+    """Process-wide settings the backends read: ``--backend-config``, the pinned pool size."""
+    from .. import gpu
+    from ..settings import parse_backend_config
+
+    set_backend_config(parse_backend_config(settings.backend_config))
+    gpu.set_pinned_pool_size(settings.pinned_memory_pool_byte_size)
+
+
+def backend_config(name: str) -> dict[str, str]:
+    """The settings for backend ``name``: the global ones, overridden by its own."""
+    return {**_BACKEND_CONFIG.get("", {}), **_BACKEND_CONFIG.get(name, {})}
+
+
 def register_backend(name: str, target) -> None:
     """Make ``backend: "<name>"`` load ``target``: a ``Backend`` subclass, or "module:Class"
     imported when a model first needs it. Tests add their own backends this way."""

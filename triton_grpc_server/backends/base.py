@@ -46,6 +46,12 @@ class Backend(abc.ABC):
         and the config disagree.
         """
 
+    @classmethod
+    def gpu_by_default(cls) -> bool:
+        """True when instances without an explicit kind should go on the GPU: a GPU is
+        usable here and this backend can run on it (Triton's KIND_AUTO rule)."""
+        return False
+
     def __init__(self, config, version: int, model_path: Path, context: "BackendContext"):
         """Load the model file of one version (``model_path``)."""
         self.config = config

@@ -15,6 +15,7 @@ inspects such non-UTF-8 strings sees them transcoded (docs/deviations.md).
 from __future__ import annotations
 
 import ctypes
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -43,6 +44,7 @@ _NUMPY_OF = {f"tensor({name})": np.dtype(dtype) for name, dtype in (
     ("float16", "<f2"), ("float", "<f4"), ("double", "<f8"))}
 # Triton's ONNX Runtime backend: batching models get this max_batch_size.
 DEFAULT_MAX_BATCH_SIZE = 4
+log = logging.getLogger(__name__)
 
 # config parameters -> SessionOptions attributes (Triton's ORT backend names)
 _THREAD_PARAMETERS = {"intra_op_thread_count": "intra_op_num_threads",
@@ -154,8 +156,31 @@ def validate_against_model(config, model_tensors, kind: str) -> None:
                 f"specifies {len(lead + dims)} dimensions (shape {shape_str(lead + dims)})")
 
 
+def default_max_batch_size() -> int:
+    """``--backend-config=onnxruntime,default-max-batch-size=N`` (Triton's default 4)."""
+    from . import backend_config
+
+    value = backend_config("onnxruntime").get("default-max-batch-size")
+    try:
+        return max(0, int(value)) if value is not None else DEFAULT_MAX_BATCH_SIZE
+    except ValueError:
+        log.warning("ignoring --backend-config default-max-batch-size=%s: not an integer", value)
+        return DEFAULT_MAX_BATCH_SIZE
+
+
 class OnnxRuntimeBackend(Backend):
     default_model_filename = "model.onnx"
+
+    @classmethod
+    def gpu_by_default(cls) -> bool:
+        # onnxruntime-gpu lists its CUDA provider even on a machine without a device.
+        from .. import gpu
+
+        try:
+            providers = _ort().get_available_providers()
+        except Unavailable:
+            return False
+        return "CUDAExecutionProvider" in providers and gpu.device_count() > 0
 
     @classmethod
     def auto_complete_config(cls, config, model_path: Path) -> None:
@@ -167,7 +192,7 @@ class OnnxRuntimeBackend(Backend):
             batchable = all(len(t.shape) >= 1 and _dims(t.shape)[0] == -1
                             for t in list(model_inputs) + list(model_outputs))
             if batchable:
-                config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+                config.max_batch_size = default_max_batch_size()
         skip = 1 if config.max_batch_size > 0 else 0
         for kind, model_tensors, config_tensors in (("input", model_inputs, config.input),
                                                     ("output", model_outputs, config.output)):

@@ -110,6 +110,10 @@ class PyTorchBackend(Backend):
     default_model_filename = "model.pt"
 
     @classmethod
+    def gpu_by_default(cls) -> bool:
+        return gpu.unavailable_reason() is None
+
+    @classmethod
     def auto_complete_config(cls, config, model_path: Path) -> None:
         # Triton's libtorch backend completes nothing about I/O; only KIND_AUTO
         # (and a missing instance_group) resolve to a GPU when one is usable.

@@ -360,6 +360,10 @@ class TensorRTBackend(Backend):
     default_model_filename = "model.plan"
 
     @classmethod
+    def gpu_by_default(cls) -> bool:
+        return gpu.unavailable_reason() is None
+
+    @classmethod
     def auto_complete_config(cls, config, model_path: Path) -> None:
         gpu.require_devices(what=f"TensorRT model '{config.name}'")
         trt = import_runtime_module()

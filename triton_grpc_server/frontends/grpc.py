@@ -25,9 +25,11 @@ from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
 from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code, status_message
 from ..senders import StreamSender
+from .. import logs
 from ..shared_memory import CUDA, SYSTEM
 from .codecs import load_codec
 from .grpc_security import SecurityConfigError, add_port, aio_interceptors
+from .transport_options import HeaderForwarder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class GRPCInferenceServicer:
     def __init__(self, dataplane, codec):
         self.dataplane = dataplane
         self.codec = codec
+        self.forward_headers = HeaderForwarder.for_grpc(dataplane.settings)
 
     # -- control RPCs (plain functions, run in the pool) ----------------------
     def ServerLive(self, request, context):
@@ -106,6 +109,11 @@ class GRPCInferenceServicer:
         rows = self.dataplane.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_model_statistics(*row) for row in rows])
 
+    def LogSettings(self, request, context):
+        values = {key: getattr(value, value.WhichOneof("parameter_choice") or "", None)
+                  for key, value in request.settings.items()}
+        return _log_settings_response(logs.update_settings(values))
+
     # -- inference (coroutines on the loop) -----------------------------------
     # -- shared memory and trace: the managers do the work (shared_memory.py, trace.py)
     def SystemSharedMemoryStatus(self, request, context):
@@ -143,6 +151,9 @@ class GRPCInferenceServicer:
     async def ModelInfer(self, data: bytes, context) -> bytes:
         codec = self.codec
         request = codec.decode_request(data)
+        if self.forward_headers:  # --grpc-header-forward-pattern
+            request.parameters.update(
+                self.forward_headers.parameters(context.invocation_metadata()))
         return codec.encode_response(await self.dataplane.infer_async(request))
 
     async def ModelStreamInfer(self, requests, context) -> None:
@@ -320,6 +331,15 @@ def _model_statistics(name: str, version: int, stats) -> pb.ModelStatistics:
             for size, b in sorted(stats.batch_stats.items())])
 
 
+def _log_settings_response(current: dict) -> pb.LogSettingsResponse:
+    response = pb.LogSettingsResponse()
+    for key, value in current.items():
+        field = ("bool_param" if isinstance(value, bool) else
+                 "uint32_param" if isinstance(value, int) else "string_param")
+        setattr(response.settings[key], field, value)
+    return response
+
+
 def _repository_parameters(parameters) -> dict:
     """``ModelRepositoryParameter`` map -> plain values (bool, int, str, bytes; None if unset)."""
     values = {}
@@ -398,10 +418,9 @@ class ReadinessHealthServicer(health.aio.HealthServicer):
 
 
 def server_options(settings) -> list[tuple[str, int]]:
-    limit = settings.grpc_max_message_bytes
-    return [("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0)]
+    from .transport_options import grpc_server_options
+
+    return grpc_server_options(settings)
 
 
 class BindError(RuntimeError):
@@ -418,6 +437,12 @@ class GrpcFrontend:
         self.executor = executor
         self.address = address
 
+    tls = False
+
+    async def serve(self) -> None:
+        await self.server.start()
+        log.info("Started GRPCInferenceService at %s%s", self.address, " (TLS)" if self.tls else "")
+
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
         self.executor.shutdown(wait=False)
@@ -425,6 +450,13 @@ class GrpcFrontend:
 
 async def start(dataplane, settings) -> GrpcFrontend:
     """Bind and serve ``GRPCInferenceService`` and ``grpc.health.v1`` on the running loop."""
+    frontend = await bind(dataplane, settings)
+    await frontend.serve()
+    return frontend
+
+
+async def bind(dataplane, settings) -> GrpcFrontend:
+    """Bind the port (``serve()`` starts answering): start-up binds before loading models."""
     codec = load_codec(settings.infer_codec)
     log.info("ModelInfer codec: %s", codec.__name__)
     executor = futures.ThreadPoolExecutor(max_workers=settings.grpc_infer_thread_count,
@@ -437,14 +469,15 @@ async def start(dataplane, settings) -> GrpcFrontend:
     address = f"{settings.grpc_address}:{settings.grpc_port}"
     try:
         bound = add_port(server, address, settings)  # TLS when the settings ask for it
-    except (RuntimeError, SecurityConfigError) as exc:
+    except SecurityConfigError as exc:
         bound, reason = 0, str(exc)
+    except RuntimeError:  # grpcio's text points at GRPC_VERBOSITY; say what it means
+        bound, reason = 0, "address in use or not available"
     else:
         reason = "address in use or not available"
     if not bound:
         executor.shutdown(wait=False)
         raise BindError(f"failed to bind gRPC frontend on {address}: {reason}")
-    await server.start()
-    log.info("Started GRPCInferenceService at %s%s", address,
-             " (TLS)" if settings.grpc_use_ssl or settings.grpc_use_ssl_mutual else "")
-    return GrpcFrontend(server, executor, address)
+    frontend = GrpcFrontend(server, executor, address)
+    frontend.tls = bool(settings.grpc_use_ssl or settings.grpc_use_ssl_mutual)
+    return frontend

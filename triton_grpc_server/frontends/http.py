@@ -35,34 +35,65 @@ class HttpFrontend:
         self._executor.shutdown(wait=False)
 
 
-def bind_socket(address: str, port: int) -> socket.socket:
+def bind_socket(address: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
     # proto says TCP, and with Nagle on, the body written after the headers waits for the
     # client's delayed ACK (~40 ms per response).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # --reuse-http-port: several servers share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"failed to bind HTTP frontend on {address}:{port}: "
+                                 f"{exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
-async def start(dataplane, settings) -> HttpFrontend:
+class _Bound:
+    """The HTTP port bound before the models load (``serve()`` starts uvicorn on it)."""
+
+    def __init__(self, dataplane, settings, sock):
+        self.dataplane, self.settings, self.sock = dataplane, settings, sock
+
+    async def serve(self) -> None:
+        self.running = await start(self.dataplane, self.settings, sock=self.sock)
+
+    async def stop(self, grace: float) -> None:
+        if getattr(self, "running", None) is not None:
+            await self.running.stop(grace)
+        else:
+            self.sock.close()
+
+
+async def bind(dataplane, settings) -> _Bound:
+    try:
+        sock = bind_socket(settings.http_address, settings.http_port,
+                           getattr(settings, "reuse_http_port", False))
+    except OSError as exc:  # bind_socket's text already names the address
+        raise OSError(exc.strerror or str(exc)) from None
+    return _Bound(dataplane, settings, sock)
+
+
+async def start(dataplane, settings, sock=None) -> HttpFrontend:
     import uvicorn
 
+    restrictions = _restrictions(settings)
+    if sock is None:
+        sock = bind_socket(settings.http_address, settings.http_port,
+                           getattr(settings, "reuse_http_port", False))
     executor = futures.ThreadPoolExecutor(max_workers=settings.http_thread_count,
                                           thread_name_prefix="http")
-    app = TritonHttpApp(dataplane, settings, executor, restrictions=_restrictions(settings))
-    sock = bind_socket(settings.http_address, settings.http_port)
+    app = TritonHttpApp(dataplane, settings, executor, restrictions=restrictions)
+    # log_config=None: the server's logging setup stays as server.py made it.
     config = uvicorn.Config(app, http="httptools", loop="none", lifespan="off",
-                            access_log=False, log_level="warning", server_header=False,
-                            date_header=False, timeout_keep_alive=75,
-                            h11_max_incomplete_event_size=None)
+                            access_log=False, log_config=None, server_header=False,
+                            date_header=False, timeout_keep_alive=75)
     server = uvicorn.Server(config)
     config.load()
     server.lifespan = config.lifespan_class(config)

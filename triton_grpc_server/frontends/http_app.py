@@ -81,6 +81,9 @@ class TritonHttpApp:
     def __init__(self, dataplane, settings, executor=None, restrictions=None):
         self.dataplane = dataplane
         self.max_input_size = settings.http_max_input_size
+        from .transport_options import HeaderForwarder
+
+        self.forward_headers = HeaderForwarder.for_http(settings)
         self.executor = executor
         # ``restrictions.Restrictions`` (--http-restricted-api): ``refusal(group, headers)``
         # names the header a request lacks; None serves every API to everyone.
@@ -131,7 +134,7 @@ class TritonHttpApp:
         if path == "/v2/models/stats":
             return await self.model_stats(request, "", "")
         if path == "/v2/logging":
-            return self._not_served(request, "logging", "logging")
+            return await self.log_settings(request)
         match = MODEL_ROUTE.fullmatch(path)
         if match:
             model, version, kind = match.group(1), match.group(2) or "", match.group(3) or ""
@@ -169,6 +172,23 @@ class TritonHttpApp:
         if TRACE_ROUTE.fullmatch(path):
             return await http_shm_trace.trace_setting(self, request)
         return error_response(404, "Not Found")
+
+    async def log_settings(self, request) -> Response:
+        """``GET|POST /v2/logging``: the transport-free LogSettings (``logs.py``)."""
+        from .. import logs
+
+        denied = self._restricted("logging", request)
+        if denied:
+            return denied
+        if request.method == "GET":
+            return json_response(logs.current_settings())
+        if request.method != "POST":
+            return method_not_allowed()
+        body = await self.read_body(request)
+        document = http_codec.loads(body) if body else {}
+        if not isinstance(document, dict):
+            raise InternalError("attempt to access JSON non-object as object")
+        return json_response(logs.update_settings(document, http=True))
 
     def _not_served(self, request, category: str, what: str) -> Response:
         denied = self._restricted(category, request)
@@ -292,11 +312,14 @@ class TritonHttpApp:
         body = await self.read_body(request)
         body = self._decompress(headers.get("content-encoding"), body)
         header_length = _header_length(headers.get(INFER_HEADER_LENGTH), len(body))
-        if header_length == 0 and len(body) > 0:
-            raise Unsupported("raw binary requests (Inference-Header-Content-Length: 0) are not "
-                              "supported by this server yet")
-        infer_request, plan = http_codec.decode_request(model, version, body, header_length,
-                                                        self.max_input_size)
+        if header_length == 0:  # Triton's raw binary request: the body is the one input
+            infer_request, plan = http_codec.decode_raw_request(
+                model, version, body, self.dataplane.model_config(model, version))
+        else:
+            infer_request, plan = http_codec.decode_request(model, version, body,
+                                                            header_length, self.max_input_size)
+        if self.forward_headers:  # --http-header-forward-pattern
+            infer_request.parameters.update(self.forward_headers.parameters(headers.items()))
         result = await self._infer_while_connected(request, infer_request)
         header, buffers = http_codec.encode_response(result, plan)
         extra = []

@@ -11,21 +11,20 @@ an INTERNAL error (HTTP 500), which is why several parse errors here are too.
 from __future__ import annotations
 
 import struct
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import orjson
 
-from ..errors import InternalError, InvalidArgument, Unsupported
-from ..tensors import NUMPY_DTYPES, shape_str
-
 from .._ext.wire import InferInput, InferRequest, RequestedOutput  # the one request type
+from ..errors import InternalError, InvalidArgument
+from ..tensors import NUMPY_DTYPES, shape_str
 
 INT64_MAX = 2**63 - 1
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 MAX_JSON_DEPTH = 100  # Triton's HTTP_MAX_JSON_NESTING_DEPTH
 
-# Request parameters the HTTP frontend parses itself before the core sees them.
+# TritonJson's texts for a value of the wrong JSON type.
 _NOT_UINT = "attempt to access JSON non-unsigned-integer as unsigned-integer"
 _NOT_INT = "attempt to access JSON non-signed-integer as signed-integer"
 _NOT_BOOL = "attempt to access JSON non-boolean as boolean"
@@ -100,6 +99,47 @@ def decode_request(model_name: str, model_version: str, body, header_length: int
                            raw_input_contents=raw)
     in_regions = frozenset(o.name for o in outputs if "shared_memory_region" in o.parameters)
     return request, OutputPlan(default_binary, binary, in_regions)
+
+
+def decode_raw_request(model_name: str, model_version: str, body, config):
+    """A raw binary request (``Inference-Header-Content-Length: 0``): the whole body is the
+    data of the model's one input, whose shape is deduced as Triton's core does; every
+    output comes back binary."""
+    from ..repository.config import wire_datatype
+
+    if len(config.input) != 1:
+        raise InvalidArgument(
+            f"Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(config.input)} inputs in '{model_name}' model configuration")
+    spec = config.input[0]
+    datatype = wire_datatype(spec)
+    shape = [1] if config.max_batch_size else []
+    dynamic_axis, count = -1, 1
+    for dim in spec.dims:
+        if dim == -1:
+            if dynamic_axis != -1:
+                raise InvalidArgument(
+                    f"The shape of the raw input '{spec.name}' can not be deduced because there "
+                    "are more than one variable-sized dimension")
+            dynamic_axis = len(shape)
+        else:
+            count *= dim
+        shape.append(dim)
+    view = memoryview(body)
+    if datatype == "BYTES":
+        if dynamic_axis != -1 or count != 1:
+            raise InvalidArgument(f"For BYTE datatype raw input '{spec.name}', the model must "
+                                  "have input shape [1]")
+        data = _pack_u32(len(view)) + bytes(view)  # the body is the one element
+    else:
+        if dynamic_axis != -1:
+            itemsize = NUMPY_DTYPES[datatype].itemsize
+            shape[dynamic_axis] = len(view) // count // itemsize if count else 0
+        data = view
+    request = InferRequest(model_name=model_name, model_version=model_version,
+                           inputs=[InferInput(spec.name, datatype, shape, {})],
+                           raw_input_contents=[data])
+    return request, OutputPlan(True, {})
 
 
 def _request_parameters(params) -> tuple[dict, bool]:
@@ -384,10 +424,9 @@ def encode_response(response, plan: OutputPlan) -> tuple[bytes, list]:
         entry: dict = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         if out.parameters:
             entry["parameters"] = dict(out.parameters)
-        if out.name in plan.shared_memory:  # Triton sends neither data nor a binary size
-            outputs.append(entry)
-            continue
-        if plan.is_binary(out.name):
+        if out.name in plan.shared_memory:
+            pass  # the data is in the client's region
+        elif plan.is_binary(out.name):
             data = out.data
             size = len(data) if isinstance(data, bytes) else data.nbytes
             entry.setdefault("parameters", {})["binary_data_size"] = size

@@ -36,7 +36,17 @@ class AutoCompleteFailed(TritonError):
         self.config = config
 
 
-def read_config(model_dir: Path, override_json: Optional[str] = None):
+def config_path(model_dir: Path, config_name: str = "") -> Path:
+    """``configs/<name>.pbtxt`` when ``--model-config-name`` names one that exists, else
+    ``config.pbtxt`` (Triton falls back to the default file)."""
+    if config_name:
+        custom = model_dir / "configs" / f"{config_name}.pbtxt"
+        if custom.is_file():
+            return custom
+    return model_dir / CONFIG_FILE
+
+
+def read_config(model_dir: Path, override_json: Optional[str] = None, config_name: str = ""):
     """Parse config.pbtxt (or the JSON override that replaces it).
 
     A missing config.pbtxt gives an empty config, to be auto-completed.
@@ -48,7 +58,7 @@ def read_config(model_dir: Path, override_json: Optional[str] = None):
         except (json_format.ParseError, json.JSONDecodeError) as exc:
             raise InvalidArgument(f"failed to parse model config override: {exc}") from None
         return config
-    path = model_dir / CONFIG_FILE
+    path = config_path(model_dir, config_name)
     if path.exists():
         try:
             text_format.Parse(path.read_text(), config)
@@ -99,13 +109,29 @@ def complete_config(config, model_name: str, model_dir: Path,
             backend_class.auto_complete_config(config, model_paths[-1])
         except TritonError as exc:
             raise AutoCompleteFailed(exc.message, config) from None
-    fill_defaults(config)
+    fill_defaults(config, gpu_default=_gpu_default(backend_class, config))
     validate_config(config)
     return config, backend_class
 
 
-def fill_defaults(config) -> None:
-    """The defaults Triton writes into a normalized config."""
+def _gpu_default(backend_class, config) -> bool:
+    """Whether KIND_AUTO (or no instance_group) means the GPU for this model; logged."""
+    if config.platform == "ensemble" or (
+            config.instance_group and all(g.kind != mc.ModelInstanceGroup.KIND_AUTO
+                                          for g in config.instance_group)):
+        return False
+    on_gpu = bool(backend_class.gpu_by_default())
+    log.info("model '%s': instances without a kind placed on %s", config.name,
+             "KIND_GPU" if on_gpu else "KIND_CPU (no usable GPU for this backend)")
+    return on_gpu
+
+
+def fill_defaults(config, gpu_default: bool = False) -> None:
+    """The defaults Triton writes into a normalized config.
+
+    Without an ``instance_group``, or with KIND_AUTO, instances go on the GPU when
+    ``gpu_default`` (one instance per visible GPU), else two on the CPU, as Triton.
+    """
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
     if config.HasField("sequence_batching"):
@@ -114,9 +140,17 @@ def fill_defaults(config) -> None:
         fill_sequence_defaults(config)
     if config.platform == "ensemble":
         return  # an ensemble has no instances of its own (Triton leaves instance_group empty)
+    auto = mc.ModelInstanceGroup.KIND_GPU if gpu_default else mc.ModelInstanceGroup.KIND_CPU
     if not config.instance_group:
         group = config.instance_group.add()
-        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        group.kind = auto
+    for group in config.instance_group:
+        if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            group.kind = auto
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU and not group.gpus:
+            from .. import gpu
+
+            group.gpus.extend(range(gpu.device_count()))  # Triton: every visible GPU
     for index, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{index}" if len(config.instance_group) > 1 else config.name

@@ -181,6 +181,7 @@ class ModelControl:
         self.mode = getattr(settings, "model_control_mode", "none") or "none"
         self.startup_models = list(getattr(settings, "load_model", None) or [])
         self.poll_secs = float(getattr(settings, "repository_poll_secs", 15.0) or 15.0)
+        self.load_threads = max(1, int(getattr(settings, "model_load_thread_count", 4) or 1))
         self.max_file_bytes = int(getattr(settings, "model_load_max_file_bytes",
                                           DEFAULT_MAX_FILE_BYTES))
         self._locks: dict[str, threading.Lock] = {}
@@ -196,12 +197,30 @@ class ModelControl:
 
     # -- start-up and shutdown -------------------------------------------
     def load_startup_models(self) -> None:
+        """Load the start-up models, ``--model-load-thread-count`` at a time."""
         names = self.repository.scan()
         if self.mode == "explicit" and "*" not in self.startup_models:
             names = list(dict.fromkeys(self.startup_models))
-        for name in names:
+
+        def load(name: str) -> None:
             with self._lock(name):
                 self._load_from_repository(name)
+
+        if self.load_threads <= 1 or len(names) <= 1:
+            for name in names:
+                load(name)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..scheduler.ensemble import is_ensemble_dir
+
+        # Ensembles check their steps at load: they load once the other models have.
+        ensembles = [n for n in names if is_ensemble_dir(self.repository.root / n)]
+        others = [n for n in names if n not in ensembles]
+        with ThreadPoolExecutor(self.load_threads, thread_name_prefix="model-load") as pool:
+            list(pool.map(load, others))
+        for name in ensembles:
+            load(name)
 
     def start(self) -> None:
         """Start the poller (poll mode only)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -85,6 +86,7 @@ class ModelVersion:
         self.inputs = {t.name: t for t in config.input}
         self.outputs = {t.name: t for t in config.output}
         self.labels: dict[str, list[str]] = {}
+        self.load_duration_s: Optional[float] = None  # nv_model_load_duration_secs
         # In-flight requests (acquire/release): a retired version closes when idle.
         self._inflight = 0
         self._idle = threading.Condition()
@@ -210,6 +212,12 @@ class ModelRepository:
         self.root = Path(root)
         self.auto_complete = auto_complete
         self.settings = settings
+        self.config_name = getattr(settings, "model_config_name", "") or ""
+        self.load_retries = max(0, int(getattr(settings, "model_load_retry_count", 0) or 0))
+        if settings is not None and hasattr(settings, "backend_config"):
+            from ..backends import configure_backends
+
+            configure_backends(settings)
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.RLock()
 
@@ -261,7 +269,7 @@ class ModelRepository:
         entry = ModelEntry(name)
         entry.state = LOADING
         try:
-            config = cfg.read_config(model_dir, config_override)
+            config = cfg.read_config(model_dir, config_override, self.config_name)
             on_disk = available_versions(model_dir)
             try:
                 config, backend_class = cfg.complete_config(
@@ -278,15 +286,24 @@ class ModelRepository:
             context = BackendContext(name, self.settings)
             context.model_dir, context.repository = model_dir, self  # sequence state, ensembles
             for version in selected:
-                model_version = ModelVersion(name, version, config, model_dir)
-                entry.versions[version] = model_version
-                try:
-                    model_version.load(backend_class, context)
-                    log.info("successfully loaded '%s' version %d", name, version)
-                except TritonError as exc:
-                    model_version.state, model_version.reason = UNAVAILABLE, exc.message
-                except Exception as exc:  # a backend's own exception: report, keep serving
-                    model_version.state, model_version.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                for attempt in range(self.load_retries + 1):  # --model-load-retry-count
+                    model_version = ModelVersion(name, version, config, model_dir)
+                    entry.versions[version] = model_version
+                    started = time.monotonic()
+                    try:
+                        model_version.load(backend_class, context)
+                        model_version.load_duration_s = time.monotonic() - started
+                        log.info("successfully loaded '%s' version %d in %.3fs", name, version,
+                                 model_version.load_duration_s)
+                    except TritonError as exc:
+                        model_version.state, model_version.reason = UNAVAILABLE, exc.message
+                    except Exception as exc:  # a backend's own exception: report, keep serving
+                        model_version.state, model_version.reason = UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                    if model_version.state == READY or attempt == self.load_retries:
+                        break
+                    log.warning("loading '%s' version %d failed (%s); retrying (%d of %d)",
+                                name, version, model_version.reason, attempt + 1,
+                                self.load_retries)
                 if model_version.state != READY:
                     log.error("failed to load '%s' version %d: %s", name, version, model_version.reason)
             ready = any(v.ready for v in entry.versions.values())

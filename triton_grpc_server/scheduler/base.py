@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+from .. import logs
 from ..errors import Status, TritonError, Unavailable
 from ..stats import BACKEND, CANCELED, REJECTED, ModelStats, RequestTiming
 
@@ -117,6 +118,8 @@ class ScheduledRequest:
                     return
         if final:
             self._close(success=True)
+            if logs.STATE.verbose:
+                self._log("SUCCESS")
         self.sender.send(response, final=final)
 
     def respond_error(self, error: BaseException, *, final: bool = True) -> None:
@@ -126,7 +129,17 @@ class ScheduledRequest:
             if self.timing.failure is None:
                 self.timing.failure = getattr(error, "failure", None)
             self._close(success=False)
+            if logs.STATE.verbose:
+                self._log(error.status.name if isinstance(error, TritonError)
+                          else type(error).__name__)
         self.sender.send_error(error, final=final)
+
+    def _log(self, status: str) -> None:
+        """--log-verbose: one line per finished request."""
+        request = self.request
+        name = self.model.name if self.model is not None else request.model_name
+        version = self.model.version if self.model is not None else request.model_version
+        logs.log_request(log, name, version, request.id, status, _now() - self.timing.start_ns)
 
     def _close(self, success: bool) -> None:
         self.finished = True
@@ -173,6 +186,12 @@ def run_batch(instance, requests: list) -> None:
     start = _now()
     for work in live:
         work.timing.queue_ns = start - work.enqueue_ns
+    if logs.STATE.verbose:
+        first = live[0]
+        logs.verbose(log, 1, "model '%s': %d request(s), %d item(s) to instance %s",
+                     first.model.name if first.model is not None else first.request.model_name,
+                     len(live), sum(w.batch or 1 for w in live),
+                     getattr(instance, "name", "") or type(instance).__name__)
     try:
         instance.execute(live)
     except BaseException as exc:  # a backend's bug must not strand its requests
