@@ -81,14 +81,16 @@ fuzz:
 fuzz-seeds:
 	$(PY) tests/fuzz/make_seeds.py
 
-# The same harnesses with the Cython extension built with AddressSanitizer (gcc's libasan
-# preloaded into the interpreter); the optimized build is restored afterwards.
+# The same harnesses with the Cython wire codec built with AddressSanitizer and bounds checks
+# (gcc's libasan preloaded into the interpreter); the optimized build is put back afterwards.
+WIRE_SO = $(wildcard triton_grpc_server/_ext/wire*.so)
 fuzz-asan:
-	TGS_DEBUG=1 CFLAGS="-fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" \
-		$(PY) setup.py -q build_ext --inplace --force
+	@mkdir -p build/fuzz
+	cp $(WIRE_SO) build/fuzz/wire-optimized.so
+	$(PY) tests/fuzz/build_asan.py
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 		$(MAKE) fuzz PY=$(PY) FUZZ_SECONDS=$(FUZZ_SECONDS); status=$$?; \
-		$(PY) setup.py -q build_ext --inplace --force; exit $$status
+		cp build/fuzz/wire-optimized.so $(WIRE_SO); exit $$status
 
 # Soak: gRPC + HTTP clients on a model mix while models are reloaded (SOAK_MINUTES, default 10).
 SOAK_MINUTES ?= 10
