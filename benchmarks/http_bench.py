@@ -22,6 +22,7 @@ import argparse
 import http.client
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -201,7 +202,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--workloads", default="add_sub,identity_4m")
+    parser.add_argument("--json", type=Path, help="also write the medians here (benchmarks/plot.py)")
     args = parser.parse_args(argv)
+    run_started = time.gmtime()
     if shutil.which("h2load") is None:
         print("h2load (nghttp2-client) is required", file=sys.stderr)
         return 2
@@ -264,16 +267,41 @@ def main(argv=None) -> int:
                     ok = rate * (time.monotonic() - started)
                     value = rate if unit == "infer/s" else rate * model.payload_bytes / 2**20
                     row = results.setdefault((label, name), {"values": [], "cpu": [], "bad": 0,
-                                                             "note": note})
+                                                             "note": note, "rates": []})
                     row["values"].append(value)
+                    row["rates"].append(rate)
                     row["cpu"].append(cpu / max(ok, 1) * 1e6)
                     row["bad"] += bad
         report(results, plans, names)
+        if args.json:
+            write_json(args.json, results, run_started, argv)
     finally:
         for server in servers.values():
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def write_json(path: Path, results: dict, started, argv) -> None:
+    """The medians in benchmarks/run.py's layout, so benchmarks/plot.py draws them too."""
+    medians = [{"workload": label, "server": name,
+                "infer_per_s": statistics.median(row["rates"]),
+                "cpu_ms_per_infer": statistics.median(row["cpu"]) / 1000.0,
+                "errors": row["bad"], "repeats": len(row["values"])}
+               for (label, name), row in results.items()]
+    command = "python benchmarks/http_bench.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "command": command.strip(), "started": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", started),
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_name()},
+        "loadavg": os.getloadavg(), "medians": medians}, indent=1))
 
 
 def report(results, plans, names) -> None:

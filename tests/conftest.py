@@ -37,25 +37,45 @@ def metrics_flags(args) -> list[str]:
 
 
 class ServerHandle:
+    # A port free_port() found can be taken by another process before the server binds it
+    # (parallel test runs); a start that fails on a busy port is retried on fresh ports.
+    BIND_RETRIES = 3
+
     def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0, preexec_fn=None):
+        self._repo, self._args, self._env = repo, args, env
+        self._preexec_fn = preexec_fn  # run in the child before exec (e.g. resource limits)
+        for attempt in range(self.BIND_RETRIES):
+            self._launch()
+            if not wait_ready:
+                return
+            try:
+                self.wait_live(timeout)
+                return
+            except RuntimeError:
+                log = self.log() if self.process.poll() is not None else ""
+                lost_port = "failed to bind" in log or "already in use" in log
+                if not lost_port or attempt == self.BIND_RETRIES - 1:
+                    raise
+                self._log.close()
+
+    def _launch(self) -> None:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.http_port = free_port()
         self.http_url = f"127.0.0.1:{self.http_port}"
-        cmd = [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(repo),
+        args = self._args
+        cmd = [sys.executable, "-m", "triton_grpc_server", "--model-repository", str(self._repo),
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port),
                "--http-address", "127.0.0.1", "--http-port", str(self.http_port),
                *metrics_flags(args), *map(str, args)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
-        full_env.update(env or {})
+        full_env.update(self._env or {})
         # Logs go to the temp dir, never next to a repository inside the checkout.
         self.log_path = Path(tempfile.gettempdir()) / f"tgs-server-{self.port}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=full_env, cwd=str(ROOT),
-                                        preexec_fn=preexec_fn)
-        if wait_ready:
-            self.wait_live(timeout)
+                                        preexec_fn=self._preexec_fn)
 
     def wait_live(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient

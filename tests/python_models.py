@@ -74,7 +74,7 @@ class TritonPythonModel:
 '''
 
 # Fails according to its input: 1 raises in execute, 2 answers with an error
-# response, 3 kills its own process in the middle of the request, 4 hangs,
+# response, 3 kills its own process in the middle of the request, 4 hangs (6 s),
 # 5 takes a second. Otherwise (and after 5) OUT is the process id.
 FAULTY = '''
 import os
@@ -97,7 +97,7 @@ class TritonPythonModel:
             if mode == 3:
                 os._exit(3)
             if mode == 4:
-                time.sleep(3600)
+                time.sleep(6)  # long against the queue timeout, short for teardown
             if mode == 5:
                 time.sleep(1)
             responses.append(pb_utils.InferenceResponse(

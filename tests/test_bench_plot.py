@@ -49,3 +49,21 @@ def test_empty_results_are_refused(tmp_path):
 def test_the_docs_embed_the_committed_plot():
     assert png_size(ROOT / "docs" / "img" / "benchmark.png")[0] > 0
     assert "img/benchmark.png" in (ROOT / "docs" / "performance.md").read_text()
+
+
+def test_http_results_divide_by_our_server_and_skip_missing_panels(tmp_path):
+    """benchmarks/http_bench.py's JSON: no ceiling, no p50; KServe and MLServer peers."""
+    data = results(["ours", "kserve", "mlserver"], ["add_sub JSON C=16"])
+    for row in data["medians"]:
+        del row["p50_ms"], row["p99_ms"]
+    width, _ = png_size(plot.render(data, tmp_path / "http.png"))
+    assert width == 1200  # two panels: throughput and CPU
+    with pytest.raises(SystemExit, match="baseline"):
+        plot.render(data, tmp_path / "x.png", baseline="triton")
+
+
+def test_a_workload_without_a_ceiling_is_left_out(tmp_path):
+    data = results(["ceiling-sync", "ours-aio-cython"], ["add_sub C=1"])
+    data["medians"].append(dict(data["medians"][-1], workload="add_sub stream C=16"))
+    width, _ = png_size(plot.render(data, tmp_path / "b.png"))
+    assert width == 1800  # three panels of one workload each: the stream workload is not drawn

@@ -281,3 +281,92 @@ def test_server_starts_with_every_acting_flag(repo, tmp_path):
         assert handle.stop() == 0
     assert "has no effect" not in log
     assert "Warning: '--strict-model-config' has been deprecated!" in log
+
+
+def test_grpc_flags_become_grpcio_channel_arguments(tmp_path):
+    """Triton's keepalive, ping, connection-age and reuse-port flags as the core arguments
+    Triton's C++ server sets; the connection-age ones only when given."""
+    from triton_grpc_server.frontends.transport_options import grpc_server_options
+
+    options = dict(grpc_server_options(cli.parse_settings(["--model-repository", str(tmp_path)])))
+    assert options["grpc.so_reuseport"] == 0 and options["grpc.keepalive_time_ms"] == 7_200_000
+    assert "grpc.max_connection_age_ms" not in options
+    options = dict(grpc_server_options(cli.parse_settings([
+        "--model-repository", str(tmp_path), "--reuse-grpc-port=true",
+        "--grpc-keepalive-time=10000", "--grpc-keepalive-timeout=5000",
+        "--grpc-keepalive-permit-without-calls=1", "--grpc-http2-max-pings-without-data=0",
+        "--grpc-http2-min-recv-ping-interval-without-data=5000",
+        "--grpc-http2-max-ping-strikes=0", "--grpc-max-connection-age=60000",
+        "--grpc-max-connection-age-grace=5000"])))
+    assert options == {**options, "grpc.so_reuseport": 1, "grpc.keepalive_time_ms": 10000,
+                       "grpc.keepalive_timeout_ms": 5000,
+                       "grpc.keepalive_permit_without_calls": 1,
+                       "grpc.http2.max_pings_without_data": 0,
+                       "grpc.http2.min_ping_interval_without_data_ms": 5000,
+                       "grpc.http2.max_ping_strikes": 0, "grpc.max_connection_age_ms": 60000,
+                       "grpc.max_connection_age_grace_ms": 5000}
+
+
+def test_deprecated_trace_flags_become_trace_config(tmp_path):
+    settings = cli.parse_settings(["--model-repository", str(tmp_path), "--trace-level=max",
+                                   "--trace-rate=10", "--trace-file", str(tmp_path / "t.json")])
+    assert sorted(settings.trace_config) == sorted(["level=TIMESTAMPS", "rate=10",
+                                                    f"triton,file={tmp_path / 't.json'}"])
+
+
+def test_model_load_threads_and_retries_in_process(tmp_path):
+    """--model-load-thread-count loads concurrently; --model-load-retry-count retries a failure."""
+    import threading
+    import time
+
+    from triton_grpc_server.backends import register_backend
+    from triton_grpc_server.backends.base import Backend, BackendInstance
+    from triton_grpc_server.repository import ModelRepository
+    from triton_grpc_server.repository.control import ModelControl
+
+    active, peak, attempts = [0], [0], {}
+    lock = threading.Lock()
+
+    class Slow(Backend):
+        default_model_filename = "model.slow"
+
+        def __init__(self, config, version, model_path, context):
+            super().__init__(config, version, model_path, context)
+            with lock:
+                attempts[config.name] = attempts.get(config.name, 0) + 1
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                first = attempts[config.name] == 1
+            time.sleep(0.2)
+            with lock:
+                active[0] -= 1
+            if config.name == "flaky" and first:
+                raise RuntimeError("first load fails")
+
+        def create_instance(self, index, kind, device_id):
+            return Instance()
+
+    class Instance(BackendInstance):
+        def execute(self, requests):
+            raise AssertionError("not called")
+
+    register_backend("slow_flag_test", Slow)
+    for name in ("a", "b", "c", "flaky"):
+        model = tmp_path / name
+        (model / "1").mkdir(parents=True)
+        (model / "1" / "model.slow").write_text("x")
+        (model / "config.pbtxt").write_text(
+            f'name: "{name}" backend: "slow_flag_test" max_batch_size: 0 '
+            'input [{ name: "I" data_type: TYPE_FP32 dims: [1] }] '
+            'output [{ name: "O" data_type: TYPE_FP32 dims: [1] }] '
+            'instance_group [{ kind: KIND_CPU count: 1 }]')
+    settings = cli.parse_settings(["--model-repository", str(tmp_path),
+                                   "--model-load-thread-count=4", "--model-load-retry-count=1"])
+    repository = ModelRepository(tmp_path, settings=settings)
+    try:
+        ModelControl(repository, settings).load_startup_models()
+        states = {n: e.state for n, e in repository.entries().items()}
+    finally:
+        repository.close()
+    assert states == dict.fromkeys(("a", "b", "c", "flaky"), "READY"), states
+    assert attempts["flaky"] == 2 and peak[0] > 1

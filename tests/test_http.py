@@ -835,3 +835,16 @@ def test_http_port_in_use_fails_start_up(tmp_path):
             assert f"failed to bind HTTP frontend on 127.0.0.1:{port}" in server.log()
         finally:
             server.stop()
+
+
+def test_log_settings(client, server):
+    settings = client.get_log_settings()
+    assert set(settings) == {"log_file", "log_info", "log_warning", "log_error",
+                             "log_verbose_level", "log_format"}
+    assert client.update_log_settings({"log_verbose_level": 1})["log_verbose_level"] == 1
+    assert client.update_log_settings({"log_verbose_level": 0})["log_verbose_level"] == 0
+    status, message = http_error(client.update_log_settings, {"log_file": "/tmp/x"})
+    assert (status, message) == ("501", "log file location can not be updated through "
+                                        "network protocol")
+    status, message = http_error(client.update_log_settings, {"log_info": "yes"})
+    assert (status, message) == ("400", "expect boolean for 'log_info'")

@@ -6,6 +6,7 @@ these tests cover what can be checked in seconds.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def test_extras_exist_and_all_covers_them():
 
 def test_core_dependencies_have_no_backend_runtime():
     core = " ".join(PYPROJECT["project"]["dependencies"]).lower()
-    for heavy in ("onnxruntime", "torch", "tensorrt", "prometheus"):
+    # prometheus-client is core on purpose: metrics are on by default, as in Triton
+    for heavy in ("onnxruntime", "torch", "tensorrt"):
         assert heavy not in core, f"{heavy} must stay in an extra, not in the core dependencies"
 
 
@@ -99,3 +101,26 @@ def test_missing_onnxruntime_extra_is_named_in_the_model_state(tmp_path):
 @pytest.mark.parametrize("script", ["scripts/wheel_smoke.sh"])
 def test_wheel_smoke_script_is_valid_bash(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+
+
+@pytest.mark.parametrize("module,package,call,extra", [
+    ("triton_grpc_server.backends.pytorch", "torch", "_import_torch()", "[pytorch]"),
+    ("triton_grpc_server.backends.onnxruntime", "onnxruntime", "_ort()", "[onnxruntime]"),
+    ("triton_grpc_server.backends.tensorrt", None,
+     "import_runtime_module(('no_such_tensorrt_module',))", "[tensorrt]"),
+])
+def test_each_backend_names_its_extra_when_its_package_is_missing(tmp_path, module, package,
+                                                                  call, extra):
+    shadow = tmp_path / "shadow"
+    if package:  # fails to import the way an absent package does, ahead of the real one
+        (shadow / package).mkdir(parents=True)
+        (shadow / package / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{package}'\", name='{package}')\n")
+    code = (f"import {module} as backend\n"
+            f"from triton_grpc_server.errors import Unavailable\n"
+            f"try:\n    backend.{call}\nexcept Unavailable as exc:\n    print(exc.message)\n")
+    env = dict(os.environ, PYTHONPATH=str(shadow))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert extra in out.stdout and "pip install" in out.stdout, out.stdout

@@ -284,6 +284,71 @@ def test_transport_blocks_are_freed_and_merged():
     pool.close()
 
 
+CRASH_ON_RESTART = '''
+import os
+import triton_python_backend_utils as pb_utils
+
+MARK = os.path.join(os.path.dirname(__file__), "started")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        if os.path.exists(MARK):  # every start after the first dies in initialize
+            os._exit(4)
+        open(MARK, "w").close()
+
+    def execute(self, requests):
+        os._exit(3)
+'''
+
+
+def test_restart_that_dies_in_initialize_gives_up(tmp_path, loaded):
+    _, backend, (instance,) = loaded(python_model(
+        tmp_path, "dies", CRASH_ON_RESTART, [("MODE", "TYPE_INT32", [1])], [("OUT", "TYPE_INT64", [1])]))
+    first = FakeWork({"MODE": np.array([0], np.int32)}, ["OUT"])
+    instance.execute([first])
+    assert "exited with code 3" in first.wait()[0][0].message
+    second = FakeWork({"MODE": np.array([0], np.int32)}, ["OUT"])
+    instance.execute([second])
+    ((error, _),) = second.wait()
+    assert error.status.name == "UNAVAILABLE"
+    assert "restarting it failed" in error.message and "during initialize" in error.message
+
+
+WAITS_FOR_CANCEL = '''
+import threading
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            threading.Thread(target=self.wait, args=(request,), daemon=True).start()
+
+    def wait(self, request):
+        sender = request.get_response_sender()
+        while not (request.is_cancelled() and sender.is_cancelled()):
+            time.sleep(0.01)
+        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+            "saw the cancellation", pb_utils.TritonError.CANCELLED)),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+'''
+
+
+def test_model_sees_its_request_cancelled(tmp_path, loaded):
+    _, _, (instance,) = loaded(python_model(
+        tmp_path, "cancellable", WAITS_FOR_CANCEL, [("IN", "TYPE_INT32", [1])],
+        [("OUT", "TYPE_INT32", [1])], extra="model_transaction_policy { decoupled: true }\n"))
+    work = FakeWork({"IN": np.array([1], np.int32)}, ["OUT"])
+    instance.execute([work])
+    time.sleep(0.2)
+    assert not work.answers
+    work.request.cancel()
+    ((error, final),) = work.wait()
+    assert final and error.message == "saw the cancellation" and error.status.name == "CANCELLED"
+
+
 def test_bls_request_takes_a_bytes_model_name():
     """Triton's bls example passes ``MODEL_NAME.as_numpy()[0]`` (bytes) as the model name."""
     from triton_grpc_server.pb_stub import pb_utils as stub_utils

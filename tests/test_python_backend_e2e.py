@@ -58,8 +58,10 @@ def server(tmp_path_factory):
                  extra="dynamic_batching { default_queue_policy { timeout_action: REJECT "
                        "default_timeout_microseconds: 300000 } }\n")
     python_model(repo, "slow", FAULTY, mode, out)
+    python_model(repo, "doomed", FAULTY, mode, out)
     yield from serve(repo, "--metrics-port", METRICS_PORT, "--model-control-mode", "explicit",
-                     "--load-model", "*", "--exit-on-error", "false")
+                     "--load-model", "*", "--exit-on-error", "false",
+                     "--exit-timeout-secs", "3")  # the hung model's request must not hold teardown
 
 
 @pytest.fixture(scope="module")
@@ -225,15 +227,27 @@ def test_crash_fails_the_request_restarts_and_others_keep_serving(client):
     assert client.is_model_ready("faulty")
 
 
+def test_crashing_on_every_request_makes_the_model_unavailable(client):
+    for _ in range(3):
+        code, message = error_of(client.infer, "doomed", infer_inputs(MODE=np.array([3], np.int32)))
+        assert "exited with code 3" in message
+    assert not client.is_model_ready("doomed")
+    (row,) = [m for m in client.get_model_repository_index(as_json=True)["models"]
+              if m["name"] == "doomed"]
+    assert row["state"] == "UNAVAILABLE" and "3 times in a row" in row["reason"]
+    assert client.is_model_ready("faulty")
+
+
 def test_hang_times_out_the_queued_request(server, client):
     hung = queue.Queue()
     client.async_infer("hangs", infer_inputs(MODE=np.array([[4]], np.int32)),
-                       lambda result, error: hung.put(error), client_timeout=60)
+                       lambda result, error: hung.put(error), client_timeout=3)
     time.sleep(0.5)  # let the first request reach the instance
     code, message = error_of(client.infer, "hangs", infer_inputs(MODE=np.array([[0]], np.int32)))
     assert (code, message) == ("UNAVAILABLE", "Request timeout expired")
     np.testing.assert_allclose(client.infer("add_sub_py", infer_inputs(
         INPUT0=f32x4(1), INPUT1=f32x4(1))).as_numpy("OUTPUT1"), np.zeros(4))
+    assert "Deadline" in str(hung.get(timeout=30))  # the hung one ends when its client gives up
 
 
 def test_unload_with_a_request_in_flight(client):

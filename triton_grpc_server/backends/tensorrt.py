@@ -111,7 +111,8 @@ def import_runtime_module(names: Sequence[str] = RUNTIME_MODULES):
             return importlib.import_module(name)
         except ImportError as exc:
             failures.append(f"{name}: {exc}")
-    raise Unavailable("no TensorRT runtime module could be imported (" + "; ".join(failures) + ")")
+    raise Unavailable("no TensorRT runtime module could be imported (" + "; ".join(failures)
+                      + "): pip install 'triton_grpc_server[tensorrt]'")
 
 
 # ---------------------------------------------------------------- engine metadata

@@ -190,12 +190,6 @@ class TritonHttpApp:
             raise InternalError("attempt to access JSON non-object as object")
         return json_response(logs.update_settings(document, http=True))
 
-    def _not_served(self, request, category: str, what: str) -> Response:
-        denied = self._restricted(category, request)
-        if denied:
-            return denied
-        return error_response(501, f"the {what} API is not supported by this server yet")
-
     # -- health and metadata ---------------------------------------------
     def server_health(self, request, kind: str) -> Response:
         denied = self._restricted("health", request)

@@ -1,13 +1,17 @@
 """The control channel between the server and one instance process.
 
-Messages are picklable tuples over a Unix socket pair
-(``multiprocessing.connection`` framing). Every message carries the block
+Messages are tuples of plain values over a Unix socket pair
+(``multiprocessing.connection`` framing), serialized with ``marshal`` (several
+times faster than pickle for such values; anything marshal refuses goes as a
+pickle). Every message carries the block
 releases its sender owes, and new shared-memory segments are announced (with
 their file descriptor, passed as SCM_RIGHTS) before the first message that
 points into them. One thread reads; any thread may send.
 """
 from __future__ import annotations
 
+import marshal
+import pickle
 import select
 import socket
 import threading
@@ -18,12 +22,33 @@ from multiprocessing.connection import Connection
 from .transport import Transport
 
 SEGMENT = "seg"
+_MARSHAL, _PICKLE = b"M", b"P"
+
+
+def dumps(message) -> bytes:
+    try:
+        return _MARSHAL + marshal.dumps(message)
+    except ValueError:
+        return _PICKLE + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes, pickle_ok: bool):
+    body = memoryview(data)[1:]
+    if data[:1] == _MARSHAL:
+        return marshal.loads(body)
+    if not pickle_ok:  # the server never unpickles what a model's process sends
+        raise ValueError("unexpected pickled message")
+    return pickle.loads(body)
 # A release that found no message to ride on goes out on its own after this.
 RELEASE_FLUSH_SECS = 0.002
 
 
 class Channel:
-    def __init__(self, fd: int, transport: Transport):
+    """``pickle_ok``: whether the peer may send pickles (the server's messages may; the
+    instance process's may not: unpickling runs code)."""
+
+    def __init__(self, fd: int, transport: Transport, pickle_ok: bool = False):
+        self.pickle_ok = pickle_ok
         self.connection = Connection(fd)
         self.transport = transport
         self._send_lock = threading.Lock()
@@ -40,9 +65,9 @@ class Channel:
                 raise EOFError("channel closed")
             announcements = transport.own.take_announcements()
             for segment_id, fd, size in announcements:
-                self.connection.send((SEGMENT, segment_id, size))
+                self.connection.send_bytes(dumps((SEGMENT, segment_id, size)))
                 reduction.send_handle(self.connection, fd, 0)
-            self.connection.send((transport.drain_releases(), message))
+            self.connection.send_bytes(dumps((transport.drain_releases(), message)))
 
     def recv(self) -> tuple:
         """The next message; segment announcements are handled here.
@@ -55,7 +80,7 @@ class Channel:
         transport = self.transport
         self.apply_releases()
         while True:
-            item = connection.recv()
+            item = loads(connection.recv_bytes(), self.pickle_ok)
             if item[0] == SEGMENT:
                 fd = reduction.recv_handle(connection)
                 transport.peer.add(item[1], fd, item[2])
@@ -129,12 +154,15 @@ class ReadRole:
         self._watcher = threading.Thread(target=self._watch, daemon=True, name=name)
         self._watcher.start()
 
-    def claim(self) -> None:
-        self._lock.acquire()
+    def claim(self, timeout: float = -1) -> bool:
+        """Take the read role (False if another thread keeps it past ``timeout``)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
         try:
             self._epoll.modify(self._fd, 0)
         except (OSError, ValueError):
             pass
+        return True
 
     def release(self) -> None:
         try:
@@ -150,6 +178,10 @@ class ReadRole:
         except (EOFError, OSError):
             self._eof()
             raise EOFError("instance channel closed") from None
+        except Exception:  # garbled or refused message: the peer cannot be trusted any more
+            self.channel.shutdown()
+            self._eof()
+            raise EOFError("instance channel sent an unreadable message") from None
         self.dispatch(message)
         self.channel.apply_releases()
 

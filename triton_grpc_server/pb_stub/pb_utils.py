@@ -12,7 +12,7 @@ import enum
 import json
 import struct
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -330,9 +330,7 @@ class InferenceRequest:
         self._correlation_id = correlation_id
         self._inputs = list(inputs)
         self._requested = list(requested_output_names)
-        # Triton's binding turns bytes into its std::string; BLS models pass a BYTES
-        # input's element (``as_numpy()[0]`` is bytes) as the name, as its bls example does.
-        self.model_name = model_name.decode() if isinstance(model_name, bytes) else model_name
+        self.model_name = model_name
         self.model_version = int(model_version)
         self._flags = flags
         self._timeout = timeout

@@ -283,7 +283,7 @@ def _auto_complete(path: str, config_json: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    channel = Channel(int(argv[1]), Transport(f"stub{os.getpid()}"))
+    channel = Channel(int(argv[1]), Transport(f"stub{os.getpid()}"), pickle_ok=True)
     runtime = Runtime(channel)
     pb_utils._runtime = runtime
     first = channel.recv()

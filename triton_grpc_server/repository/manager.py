@@ -40,7 +40,10 @@ def model_files(model_dir: Path, config, on_disk: list[int]) -> list[Path]:
 
 
 def model_file_path(model_dir: Path, version: int, config) -> Path:
-    """``<model_dir>/<version>/<default_model_filename>``, confined to the model directory."""
+    """``<model_dir>/<version>/<default_model_filename>``, confined to the model directory;
+    the version folder itself for a backend without a model file (an ensemble)."""
+    if not config.default_model_filename:
+        return Path(model_dir) / str(int(version))
     return confined_path(model_dir, config.default_model_filename, "default_model_filename",
                          config.name, base=str(version))
 

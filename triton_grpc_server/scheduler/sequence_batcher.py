@@ -43,7 +43,7 @@ import numpy as np
 
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, TritonError, Unavailable
-from ..stats import BACKEND, REJECTED, ModelStats, RequestTiming
+from ..stats import BACKEND, REJECTED, ModelStats
 from .base import backend_error
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ...errors import Status, TritonError, Unavailable
 from ...pb_stub.channel import Channel, ReadRole, socket_pair
@@ -33,6 +33,7 @@ model_log = logging.getLogger("triton_grpc_server.python_model")
 
 MAX_RESTARTS = 3
 FINALIZE_TIMEOUT_SECS = 30.0
+BUSY_GRACE_SECS = 5.0
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 _STATUS_BY_CODE = {status.name: status for status in Status}
 _now = time.monotonic_ns
@@ -153,9 +154,10 @@ class StubProcess:
     def stop(self, timeout: float = FINALIZE_TIMEOUT_SECS) -> None:
         """Ask for ``finalize``; kill the process if it has not ended after ``timeout``."""
         self.closing = True
-        if self.alive:
-            role = self.role
-            role.claim()
+        role = self.role
+        # An execute still running (a server shutting down with requests in flight, a
+        # hung model) keeps the read role; it gets a short grace, then the process goes.
+        if self.alive and role.claim(timeout=BUSY_GRACE_SECS):
             try:
                 self.send(("finalize",))
                 deadline = time.monotonic() + timeout
@@ -169,9 +171,9 @@ class StubProcess:
             finally:
                 role.release()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=5 if self.finalized else 0.1)
         except subprocess.TimeoutExpired:
-            log.warning("instance '%s' did not exit after finalize; killing it", self.name)
+            log.warning("instance '%s' did not finish; killing its process", self.name)
             self.process.kill()
             self.process.wait()
         self.role.close()
@@ -179,17 +181,17 @@ class StubProcess:
         self.channel.close()
         self.transport.close()
 
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+    def dispose(self) -> None:
+        """Release what a dead process left: its watcher, socket and shared memory."""
+        self.role.close()
+        self.channel.close()
+        self.transport.close()
 
 
 class PythonInstance:
     """BackendInstance of a Python model: one process, restarted when it dies."""
 
     def __init__(self, backend, name: str, kind: str, device_id: int):
-        from ..base import BackendInstance  # noqa: F401 (the interface implemented here)
-
         self.backend = backend
         self.name = name
         self.kind = kind
@@ -197,7 +199,9 @@ class PythonInstance:
         self.decoupled = backend.decoupled
         self.input_datatypes = backend.input_datatypes
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        # Reentrant: a restart holds it while the new process initializes, and a
+        # process dying during that initialize reports its exit on the same thread.
+        self._lock = threading.RLock()
         self._requests: dict[int, Any] = {}  # key -> ScheduledRequest awaiting its final answer
         self._execs: dict[int, _Exec] = {}
         self._failures = 0
@@ -226,6 +230,7 @@ class PythonInstance:
                 return stub
             if self._gave_up is not None:
                 raise Unavailable(self._gave_up)
+            stub.dispose()
             while True:
                 log.warning("restarting the process of model instance '%s'", self.name)
                 try:
@@ -241,13 +246,14 @@ class PythonInstance:
 
     def on_exit(self, stub: StubProcess, returncode: Optional[int]) -> None:
         """The process ended: fail what it held (unless it was asked to stop and finished)."""
-        if stub.closing and returncode == 0:
-            reason = f"model instance '{self.name}' was unloaded"
+        if stub.closing:
+            reason = (f"model instance '{self.name}' was unloaded while the request was running "
+                      f"(its process {how_it_ended(returncode)})")
         else:
             reason = (f"Failed to process the request(s) for model instance '{self.name}', "
                       f"message: Stub process '{self.name}' is not healthy: the instance process "
                       f"{how_it_ended(returncode)}")
-            if not stub.closing:
+            if stub.initialized:  # a failed (re)start is counted where it was attempted
                 log.error("%s", reason)
                 self._failures += 1
                 if self._failures >= MAX_RESTARTS and self._gave_up is None:
@@ -300,11 +306,10 @@ class PythonInstance:
             for key, work in zip(keys, requests):
                 self._requests[key] = (work, stub)
             self._execs[exec_id] = waiting
-        if self.decoupled:
-            for key, work in zip(keys, requests):
-                add = getattr(work.request, "add_cancel_callback", None)
-                if add is not None:
-                    add(lambda key=key, stub=stub: self._cancel(stub, key))
+        for key, work in zip(keys, requests):  # request.is_cancelled() in the model
+            add = getattr(work.request, "add_cancel_callback", None)
+            if add is not None:
+                add(lambda key=key, stub=stub: self._cancel(stub, key))
         role = stub.role
         role.claim()
         try:
@@ -316,6 +321,14 @@ class PythonInstance:
             pass  # the process has gone: on_exit failed these requests
         finally:
             role.release()
+        if not waiting.done.is_set():  # it had gone before these were registered
+            with self._lock:
+                self._execs.pop(exec_id, None)
+            for key, work in zip(keys, requests):
+                if self._forget(key):
+                    work.respond_error(StubDied(
+                        f"Failed to process the request(s) for model instance '{self.name}', "
+                        f"message: Stub process '{self.name}' is not healthy"))
 
     def _cancel(self, stub: StubProcess, key: int) -> None:
         try:
