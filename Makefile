@@ -7,7 +7,8 @@ HTTP_PORT ?= 8000
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-serve compile debug models serve test test-fast bench bench-quick gpu-check clean
+.PHONY: setup setup-serve compile debug models serve test test-fast bench bench-quick gpu-check clean \
+	fuzz fuzz-asan fuzz-seeds soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,3 +68,36 @@ gpu-check:
 clean:
 	rm -rf build dist *.egg-info triton_grpc_server/_proto/*_pb2*.py \
 	       triton_grpc_server/_ext/*.so ext/*.c ext/*.html
+
+# Coverage-guided fuzzing (atheris): each harness in tests/fuzz/ for FUZZ_SECONDS, from its seeds
+# and kept regression inputs; new corpus entries and crash inputs go to build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
+FUZZ_HARNESSES := $(sort $(wildcard tests/fuzz/fuzz_*.py))
+fuzz:
+	@mkdir -p build/fuzz
+	@for harness in $(FUZZ_HARNESSES); do \
+		log=build/fuzz/$$(basename $$harness .py).log; \
+		echo "== $$harness ($(FUZZ_SECONDS)s, log $$log)"; \
+		$(PY) $$harness -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
+			-print_final_stats=1 $(FUZZ_ARGS) > $$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
+		grep -E "DONE|stat::number_of_executed_units" $$log; \
+	done
+fuzz-seeds:
+	$(PY) tests/fuzz/make_seeds.py
+
+# The same harnesses with the Cython wire codec built with AddressSanitizer and bounds checks
+# (gcc's libasan preloaded into the interpreter); the optimized build is put back afterwards.
+WIRE_SO = $(wildcard triton_grpc_server/_ext/wire*.so)
+fuzz-asan:
+	@mkdir -p build/fuzz
+	cp $(WIRE_SO) build/fuzz/wire-optimized.so
+	$(PY) tests/fuzz/build_asan.py
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+		$(MAKE) fuzz PY=$(PY) FUZZ_SECONDS=$(FUZZ_SECONDS); status=$$?; \
+		cp build/fuzz/wire-optimized.so $(WIRE_SO); exit $$status
+
+# Soak: gRPC + HTTP clients on a model mix while models are reloaded (SOAK_MINUTES, default 10).
+SOAK_MINUTES ?= 10
+soak: models
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)

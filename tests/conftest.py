@@ -41,8 +41,9 @@ class ServerHandle:
     # (parallel test runs); a start that fails on a busy port is retried on fresh ports.
     BIND_RETRIES = 3
 
-    def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0):
+    def __init__(self, repo, args=(), env=None, wait_ready=True, timeout=60.0, preexec_fn=None):
         self._repo, self._args, self._env = repo, args, env
+        self._preexec_fn = preexec_fn  # run in the child before exec (e.g. resource limits)
         for attempt in range(self.BIND_RETRIES):
             self._launch()
             if not wait_ready:
@@ -73,7 +74,8 @@ class ServerHandle:
         self.log_path = Path(tempfile.gettempdir()) / f"tgs-server-{self.port}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=full_env, cwd=str(ROOT))
+                                        env=full_env, cwd=str(ROOT),
+                                        preexec_fn=self._preexec_fn)
 
     def wait_live(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient

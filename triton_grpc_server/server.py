@@ -125,7 +125,7 @@ async def serve(dataplane, settings: Settings, stopping: threading.Event, reposi
     if stopping.is_set():  # a signal arrived during start-up
         stop.set()
 
-    bound, running = [], []
+    bound, running, drained = [], [], []
     try:
         # 1. bind every enabled frontend (a module with bind() serves only once told to)
         for name, flag, module_name in FRONTENDS:
@@ -163,11 +163,19 @@ async def serve(dataplane, settings: Settings, stopping: threading.Event, reposi
         control.start()  # the repository poller, in poll mode
 
         await stop.wait()
+        dataplane.accepting = False
+        # The frontends refuse new requests first (as Triton stops its endpoints before
+        # the core), so nothing is accepted that the drain could lose.
+        stopping = [asyncio.ensure_future(frontend.stop(settings.exit_timeout_secs))
+                    for frontend in running]
+        await asyncio.sleep(0)  # each stop() has run up to its first wait: listeners closed
         log.info("Waiting for in-flight requests to complete (up to %.0fs).",
                  settings.exit_timeout_secs)
-        dataplane.accepting = False
+        await asyncio.gather(*stopping, return_exceptions=True)
+        drained = list(running)
     finally:
         frontends = running + [f for f in bound if f not in running and hasattr(f, "stop")]
+        frontends = [f for f in frontends if f not in drained]
         await asyncio.gather(*(frontend.stop(settings.exit_timeout_secs)
                                for frontend in frontends), return_exceptions=True)
     return 0

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from .._ext.wire import InferResponse
 from .._proto import grpc_service_pb2 as pb
 from ..errors import InvalidArgument, TritonError, Unsupported, grpc_code, status_message
+from ..heap import TRIM_AFTER_BYTES, release_freed_memory
 from ..senders import StreamSender
 from .. import logs
 from ..shared_memory import CUDA, SYSTEM
@@ -149,6 +150,14 @@ class GRPCInferenceServicer:
             key: pb.TraceSettingResponse.SettingValue(value=value) for key, value in settings.items()})
 
     async def ModelInfer(self, data: bytes, context) -> bytes:
+        if len(data) >= TRIM_AFTER_BYTES:
+            try:
+                return await self._infer(data, context)
+            finally:
+                release_freed_memory()  # grpcio's receive slices of this message are free now
+        return await self._infer(data, context)
+
+    async def _infer(self, data: bytes, context) -> bytes:
         codec = self.codec
         request = codec.decode_request(data)
         if self.forward_headers:  # --grpc-header-forward-pattern

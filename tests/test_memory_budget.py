@@ -1,0 +1,124 @@
+"""Memory budget: the server's RSS after warm-up stays put under repeated small and 4 MiB requests.
+
+The CI variant serves a few thousand requests; the ``slow`` one the full
+100,000 small and 2,000 4 MiB requests. A ModelInfer of about 1.5 GB that fails
+validation is measured in the ``slow`` test too (what the process keeps is in
+docs/reliability.md). Growth is read from /proc/<pid>/status (VmRSS).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from models import error_of, identity_model, serve
+from scheduling_models import write_model
+
+BUDGET_BYTES = 5 << 20
+LARGE = 4 << 20  # bytes of one large request's tensor
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+# ``make test`` runs every marker; the full-size runs take minutes and ~3 GB, so opt in.
+full_size = pytest.mark.skipif(os.environ.get("TGS_FULL_MEMORY_TESTS") != "1",
+                               reason="full-size memory runs: set TGS_FULL_MEMORY_TESTS=1")
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("memory_repo")
+    write_model(repo, "add", "add", "max_batch_size: 8\n")
+    identity_model(repo, "big", "FP32", max_batch_size=0, dims=(-1,))
+    yield from serve(repo)
+
+
+def _small(client, seed):
+    data = np.full((1, 4), seed % 1000, np.float32)
+    tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(data)
+    out = client.infer("add", [tensor]).as_numpy("OUTPUT0")
+    assert out[0, 0] == data[0, 0] + 1
+
+
+def _large(client, payload, tensor):
+    out = client.infer("big", [tensor]).as_numpy("OUTPUT0")
+    assert out.shape == payload.shape and out[-1] == payload[-1]
+
+
+def serve_mix(server, small: int, large: int, threads: int = 4) -> None:
+    payload = np.arange(LARGE // 4, dtype=np.float32)
+    tensor = grpcclient.InferInput("INPUT0", list(payload.shape), "FP32")
+    tensor.set_data_from_numpy(payload)
+    clients = [server.client() for _ in range(threads)]
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            def work(index):
+                c = clients[index % threads]
+                for i in range(index, small, threads):
+                    _small(c, i)
+                    if large and i % max(1, small // large) == 0:
+                        _large(c, payload, tensor)
+            list(pool.map(work, range(threads)))
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _growth(server, small: int, large: int) -> int:
+    # Warm-up: thread pools, malloc arenas and gRPC buffers reach their working size
+    # (here RSS settles after about 6,000 small and 150 large requests).
+    serve_mix(server, max(small // 4, 6000), max(large // 4, 150))
+    before = rss(server.process.pid)
+    serve_mix(server, small, large)
+    return rss(server.process.pid) - before
+
+
+# The CI run is too short for malloc's arenas to settle on a loaded 2-core box (measured
+# 0-12 MiB of growth between runs); its bound still fails a leak of one large tensor in
+# four requests (100 MiB). The full-size ``slow`` variant holds the 5 MB budget.
+CI_BUDGET_BYTES = 32 << 20
+
+
+def test_rss_bounded_after_warm_up(server):
+    growth = _growth(server, 4000, 100)
+    assert growth < CI_BUDGET_BYTES, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+@pytest.mark.slow
+@full_size
+def test_rss_bounded_after_warm_up_full_size(server):
+    growth = _growth(server, 100_000, 2_000)
+    print(f"rss growth after 100k small + 2k 4 MiB: {growth / 2**20:.2f} MiB")
+    assert growth < BUDGET_BYTES, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+@pytest.mark.slow
+@full_size
+def test_oversized_request_failing_validation_is_released(server):
+    """~1.5 GB sent for a [1, 4] input: INVALID_ARGUMENT, and what the server keeps is measured."""
+    pid = server.process.pid
+    before = rss(pid)
+    raw = np.zeros(1536 * 2**20 // 4, np.float32)
+    tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor._raw_content = raw.tobytes()  # declared [1, 4], sent 1.5 GB
+    with server.client() as c:
+        code, message = error_of(c.infer, "add", [tensor])
+        del tensor, raw
+        assert code == "INVALID_ARGUMENT", message
+        peak_after = rss(pid)
+        serve_mix(server, 200, 0)  # the next requests run as before
+    after = rss(pid)
+    print(f"1.5 GB invalid request: rss before {before / 2**20:.0f} MiB, right after "
+          f"{peak_after / 2**20:.0f} MiB, after 200 more requests {after / 2**20:.0f} MiB")
+    assert after - before < 64 << 20, "the server keeps much of a rejected 1.5 GB request"
