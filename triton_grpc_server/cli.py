@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ._version import TRITON_COMPAT_VERSION, __version__
-from .settings import GRPC_MAX_MESSAGE_BYTES, HTTP_MAX_INPUT_SIZE, Settings
+from .settings import GRPC_MAX_MESSAGE_BYTES, Settings
 
 NO_EFFECT = "has no effect in this server"
 
@@ -494,16 +494,6 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(version_text())
         parser.exit()
-
-
-def _trace_config(text: str) -> str:
-    from .trace import parse_trace_config
-
-    try:
-        parse_trace_config([text])
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
