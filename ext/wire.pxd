@@ -106,10 +106,15 @@ cdef inline int wr_varint(WireReader *r, uint64_t *out) except -1:
 
 
 cdef inline int wr_tag(WireReader *r, uint32_t *field, uint32_t *wt) except -1:
+    # A tag is a 32-bit varint: upb refuses one longer than 5 bytes even when
+    # the extra bytes only pad it (a value varint may run to 10).
     cdef uint64_t tag = 0
+    cdef const char *start = r.buf
     wr_varint(r, &tag)
     if tag > 0xFFFFFFFFu:
         return wire_error(r, "field tag wider than 32 bits")
+    if r.buf - start > 5:
+        return wire_error(r, "field tag longer than 5 bytes")
     if (tag >> 3) == 0:
         return wire_error(r, "field number 0")
     field[0] = <uint32_t>(tag >> 3)

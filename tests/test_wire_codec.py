@@ -394,6 +394,8 @@ def test_raw_views_keep_the_request_alive():
     (ld(5, ld(5, ld(2, b"\x80"))), "truncated varint in packed field"),
     (ld(5, ld(3, b"\x01\x80")), "truncated varint"),
     (varint(1 << 40 | 2), "wider than 32 bits"),
+    # field 1, LEN, padded to 6 bytes: upb reads tags as at most 5-byte varints
+    (b"\x8a\x80\x80\x80\x80\x00" + b"\x00", "tag longer than 5 bytes"),
     (tag(7, 2) + varint(1 << 62), "past end"),
     (tag(7, 2) + varint(U64), "past end"),
 ])
