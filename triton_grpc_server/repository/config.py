@@ -178,8 +178,9 @@ def validate_config(config) -> None:
             if (kind, tensor.name) in seen:
                 raise InvalidArgument(f"duplicate {kind} name '{tensor.name}' for {name}")
             seen.add((kind, tensor.name))
-            type_name = mc.DataType.Name(tensor.data_type)
-            if type_name not in CONFIG_TO_WIRE:
+            # proto3 enums are open: a config may hold a number DataType has no name for
+            known = mc.DataType.DESCRIPTOR.values_by_number.get(tensor.data_type)
+            if known is None or known.name not in CONFIG_TO_WIRE:
                 raise InvalidArgument(
                     f"model {kind} '{tensor.name}' must specify 'data_type' for {name}")
             if not tensor.dims and not tensor.HasField("reshape") and config.max_batch_size == 0:
