@@ -62,7 +62,7 @@ def read_config(model_dir: Path, override_json: Optional[str] = None, config_nam
     if path.exists():
         try:
             text_format.Parse(path.read_text(), config)
-        except text_format.ParseError as exc:
+        except (text_format.ParseError, ValueError) as exc:  # ValueError: an integer out of range
             raise InvalidArgument(f"failed to read text proto from {path}: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"failed to read {path}: {exc}") from None
