@@ -847,3 +847,7 @@ cdef bytes encode_message(object response, str error_message):
         for i in range(held):
             PyBuffer_Release(&views[i])
         PyMem_Free(views)
+
+
+# ================================================================ validation
+include "validate.pyx"

@@ -15,6 +15,7 @@ import logging
 from typing import Optional
 
 from . import _version
+from ._ext.wire import InferRequest, validate_raw_inputs
 from .buffers import resolve_buffers
 from .backends.base import BackendContext
 from .errors import InvalidArgument, TritonError, Unsupported
@@ -163,9 +164,18 @@ class DataPlane:
             if trace is not None:
                 sender = request.sender = trace.wrap(sender, timing)
             parameters = backend_parameters(request)
-            validator = RequestValidator(request, model, buffers)
-            output_names = validator.requested_outputs()
-            inputs, batch = validator.arrays()
+            # The common case in Cython (all inputs raw, fixed-size, as configured); any
+            # other request, and every error, goes through the Python validator.
+            specs = getattr(model, "raw_input_specs", None)
+            fast = (validate_raw_inputs(request, specs)
+                    if specs is not None and buffers is None and type(request) is InferRequest
+                    else None)
+            if fast is not None:
+                inputs, batch, output_names = fast
+            else:
+                validator = RequestValidator(request, model, buffers)
+                output_names = validator.requested_outputs()
+                inputs, batch = validator.arrays()
             if trace is not None:
                 trace.record_inputs(inputs)
         except Exception as exc:

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .._ext.wire import InputSpecs
 from .._proto import model_config_pb2 as mc
 from ..backends.base import BackendContext
 from ..errors import InvalidArgument, NotFound, TritonError, Unavailable
 from ..scheduler import Scheduler, create_scheduler
 from ..stats import ModelStats
+from ..tensors import NUMPY_DTYPES
 from . import config as cfg
 from .layout import available_versions, model_names, select_versions
 from .paths import confined_path
@@ -136,6 +138,12 @@ class ModelVersion:
         # name -> (wire datatype, has reshape)
         self.output_specs = {t.name: (cfg.wire_datatype(t), t.HasField("reshape"))
                              for t in config.output}
+        # The Cython validator's view: the inputs it may serve alone (fixed-size, no reshape).
+        fast = {name: (datatype, tuple(dims), NUMPY_DTYPES[datatype])
+                for name, (datatype, dims, reshaped) in self.input_specs.items()
+                if not reshaped and datatype != "BYTES"}
+        self.raw_input_specs = InputSpecs(self.max_batch_size, self.input_count, fast,
+                                          list(self.outputs))
 
     def acquire(self) -> bool:
         """Count a request in; False once the version is no longer READY."""
