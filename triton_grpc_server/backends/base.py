@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..buffers import output_destinations
 from ..errors import TritonError
 
 _now = time.monotonic_ns
@@ -101,9 +102,8 @@ class ArrayBackendInstance(BackendInstance):
     run_into = None
 
     def execute(self, requests: Sequence[Any]) -> None:
-        from ..buffers import output_destinations
-        from ..scheduler.base import backend_error, record_execution
-
+        # The scheduler package imports this module, so its helpers come in at first use.
+        backend_error, record_execution = _scheduler_helpers()
         start = _now()
         try:
             inputs, output_names, parameters = gather(requests)
@@ -124,6 +124,17 @@ class ArrayBackendInstance(BackendInstance):
         record_execution(requests, gathered - start, executed - gathered, end - executed)
         for request, result in zip(requests, split):
             request.respond(result)
+
+
+_SCHEDULER_HELPERS = None
+
+
+def _scheduler_helpers():
+    global _SCHEDULER_HELPERS
+    if _SCHEDULER_HELPERS is None:
+        from ..scheduler.base import backend_error, record_execution
+        _SCHEDULER_HELPERS = backend_error, record_execution
+    return _SCHEDULER_HELPERS
 
 
 def gather(requests: Sequence[Any]):

@@ -212,6 +212,9 @@ class ModelEntry:
         self.reason = ""
 
     def latest_ready(self) -> Optional[ModelVersion]:
+        if len(self.versions) == 1:  # most models: no sort per request
+            (only,) = self.versions.values()
+            return only if only.ready else None
         for version in sorted(self.versions, reverse=True):
             if self.versions[version].ready:
                 return self.versions[version]

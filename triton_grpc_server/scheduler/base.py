@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from .. import logs
 from ..errors import Status, TritonError, Unavailable
+from ..responses import build_response
 from ..stats import BACKEND, CANCELED, REJECTED, ModelStats, RequestTiming
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,6 @@ class ScheduledRequest:
                 response = outputs
             else:
                 try:
-                    from ..responses import build_response
                     response = build_response(self.request, self.model, self.output_names,
                                               outputs, self.batch)
                 except Exception as exc:
