@@ -92,6 +92,8 @@ fuzz-asan:
 		cp build/fuzz/wire-optimized.so $(WIRE_SO); exit $$status
 
 # Soak: gRPC + HTTP clients on a model mix while models are reloaded (SOAK_MINUTES, default 10).
+# After `make setup` (it needs the test extras); CI runs it after `make test`, so setup is not
+# repeated. It builds its own models in a temporary repository.
 SOAK_MINUTES ?= 10
-soak: models
+soak:
 	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)
