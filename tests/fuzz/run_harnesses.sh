@@ -8,7 +8,10 @@ set -u
 py=$1 seconds=$2 jobs=$3 args=$4
 shift 4
 mkdir -p build/fuzz
-[ "$jobs" -ge 1 ] 2>/dev/null || { echo "FUZZ_JOBS must be a positive integer, got '$jobs'" >&2; exit 2; }
+if ! [ "$jobs" -ge 1 ] 2>/dev/null; then
+    echo "FUZZ_JOBS must be a positive integer, got '$jobs'" >&2
+    exit 2
+fi
 
 logs=()
 for harness in "$@"; do
