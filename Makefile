@@ -69,20 +69,14 @@ clean:
 	rm -rf build dist *.egg-info triton_grpc_server/_proto/*_pb2*.py \
 	       triton_grpc_server/_ext/*.so ext/*.c ext/*.html
 
-# Coverage-guided fuzzing (atheris): each harness in tests/fuzz/ for FUZZ_SECONDS, from its seeds
-# and kept regression inputs; new corpus entries and crash inputs go to build/fuzz/.
+# Coverage-guided fuzzing (atheris): each harness in tests/fuzz/ for FUZZ_SECONDS, FUZZ_JOBS at a
+# time, from its seeds and kept regression inputs; new corpus entries and crash inputs go to build/fuzz/.
 FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
 FUZZ_ARGS ?=
 FUZZ_HARNESSES := $(sort $(wildcard tests/fuzz/fuzz_*.py))
 fuzz:
-	@mkdir -p build/fuzz
-	@for harness in $(FUZZ_HARNESSES); do \
-		log=build/fuzz/$$(basename $$harness .py).log; \
-		echo "== $$harness ($(FUZZ_SECONDS)s, log $$log)"; \
-		$(PY) $$harness -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
-			-print_final_stats=1 $(FUZZ_ARGS) > $$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
-		grep -E "DONE|stat::number_of_executed_units" $$log; \
-	done
+	@bash tests/fuzz/run_harnesses.sh $(PY) $(FUZZ_SECONDS) $(FUZZ_JOBS) "$(FUZZ_ARGS)" $(FUZZ_HARNESSES)
 fuzz-seeds:
 	$(PY) tests/fuzz/make_seeds.py
 
@@ -98,6 +92,8 @@ fuzz-asan:
 		cp build/fuzz/wire-optimized.so $(WIRE_SO); exit $$status
 
 # Soak: gRPC + HTTP clients on a model mix while models are reloaded (SOAK_MINUTES, default 10).
+# After `make setup` (it needs the test extras); CI runs it after `make test`, so setup is not
+# repeated. It builds its own models in a temporary repository.
 SOAK_MINUTES ?= 10
-soak: models
+soak:
 	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)

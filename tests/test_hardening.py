@@ -269,6 +269,52 @@ def test_config_override_that_is_not_an_object_fails_the_poll(client, override):
     assert client.is_model_ready("simple")
 
 
+# Enum fields set to a number their enum has no name for (proto3 enums are open, so the JSON
+# and text parsers take any number): (field path in the refusal, override changes).
+UNNAMED_ENUMS = [
+    ("instance_group[0].kind", {"instance_group": [{"kind": 7}]}),
+    ("instance_group[0].secondary_devices[0].kind",
+     {"instance_group": [{"kind": "KIND_CPU", "secondary_devices": [{"kind": 3}]}]}),
+    ("sequence_batching.control_input[0].control[0].kind",
+     {"sequence_batching": {"control_input": [
+         {"name": "START", "control": [{"kind": 9, "int32_false_true": [0, 1]}]}]}}),
+    ("sequence_batching.state[0].data_type",
+     {"sequence_batching": {"state": [{"input_name": "IN_STATE", "output_name": "OUT_STATE",
+                                       "data_type": 55, "dims": [1]}]}}),
+    ("dynamic_batching.default_queue_policy.timeout_action",
+     {"dynamic_batching": {"default_queue_policy": {"timeout_action": 3}}}),
+    ("dynamic_batching.priority_queue_policy[1].timeout_action",
+     {"dynamic_batching": {"priority_levels": 2,
+                           "priority_queue_policy": {"1": {"timeout_action": 5}}}}),
+    ("optimization.priority", {"optimization": {"priority": 4}}),
+    ("batch_input[0].kind", {"batch_input": [{"kind": 9, "target_name": ["BATCH"],
+                                              "data_type": "TYPE_INT32",
+                                              "source_input": ["INPUT0"]}]}),
+    ("batch_output[0].kind", {"batch_output": [{"kind": 2, "target_name": ["OUTPUT0"]}]}),
+    ("model_warmup[0].inputs['INPUT0'].data_type",
+     {"model_warmup": [{"name": "w", "batch_size": 1, "inputs": {
+         "INPUT0": {"data_type": 77, "dims": [16], "zero_data": True}}}]}),
+    ("input[1].format", {"input": [{"name": "INPUT0", "data_type": "TYPE_INT32", "dims": [16]},
+                                   {"name": "INPUT1", "data_type": "TYPE_INT32", "dims": [16],
+                                    "format": 5}]}),
+    ("output[0].data_type", {"output": [{"name": "OUTPUT0", "data_type": 99, "dims": [16]},
+                                        {"name": "OUTPUT1", "data_type": "TYPE_INT32",
+                                         "dims": [16]}]}),
+]
+
+
+@pytest.mark.parametrize("field,changes", UNNAMED_ENUMS, ids=[f for f, _ in UNNAMED_ENUMS])
+def test_an_enum_number_without_a_name_is_refused_at_load(client, server, field, changes):
+    code, message = error_of(client.load_model, "simple", config=simple_config(**changes))
+    assert code == "INVALID_ARGUMENT", message
+    assert f"for '{field}' of model 'simple'" in message
+    assert "Traceback" not in server.log()
+    # The refused load left the loaded version serving.
+    assert client.is_model_ready("simple")
+    result = client.infer("simple", simple_inputs())
+    assert (result.as_numpy("OUTPUT0") == 2 * np.arange(16)).all()
+
+
 def test_overlong_file_name_fails_the_poll(client):
     """Triton's published simple_grpc_model_control.py checks exactly this."""
     code, message = error_of(client.load_model, "simple", config="{}",

@@ -94,6 +94,8 @@ def complete_config(config, model_name: str, model_dir: Path,
             f"unexpected directory name '{model_name}' for model '{config.name}', "
             "directory name must equal model name")
     config.name = model_name
+    # Before auto-complete and the defaults, which read instance kinds and data types.
+    check_enum_numbers(config)
     backend = resolve_backend_name(config, model_dir)
     config.backend = backend
     if not config.platform:
@@ -162,8 +164,44 @@ def fill_defaults(config, gpu_default: bool = False) -> None:
             group.kind = mc.ModelInstanceGroup.KIND_CPU
 
 
+def _unnamed_enum_numbers(message, path: str = ""):
+    """(field path, enum descriptor, number) for every enum value in ``message`` that its enum
+    has no name for, in nested messages, repeated fields and maps too."""
+    for field, value in message.ListFields():
+        where = path + field.name
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            items = [(f"{where}[{key!r}]", value[key]) for key in sorted(value)]
+            field = value_field
+        elif field.is_repeated:
+            items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            items = [(where, value)]
+        for item_path, item in items:
+            if field.message_type is not None:
+                yield from _unnamed_enum_numbers(item, item_path + ".")
+            elif field.enum_type is not None and item not in field.enum_type.values_by_number:
+                yield item_path, field.enum_type, item
+
+
+def check_enum_numbers(config) -> None:
+    """Refuse an enum field set to a number its enum has no name for.
+
+    proto3 enums are open, so both the text and the JSON parser accept any number
+    (``instance_group [{ kind: 7 }]``); left in, it would fail later wherever the
+    value is looked up by name.
+    """
+    for where, enum, number in _unnamed_enum_numbers(config):
+        names = ", ".join(enum.values_by_name)
+        raise InvalidArgument(
+            f"unknown value {number} for '{where}' of model '{config.name}': "
+            f"{enum.full_name.removeprefix('inference.')} is one of {names}")
+
+
 def validate_config(config) -> None:
     name = config.name
+    check_enum_numbers(config)  # again: auto-complete may have added fields
     if config.max_batch_size < 0:
         raise InvalidArgument(f"'max_batch_size' must be non-negative value for {name}")
     if not config.input:
