@@ -69,5 +69,67 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def _cpu_us(fn, seconds: float) -> float:
+    """CPU time of this thread per call of ``fn()``."""
+    fn()
+    count, start = 0, time.thread_time()
+    while time.thread_time() - start < seconds:
+        for _ in range(50):
+            fn()
+        count += 50
+    return (time.thread_time() - start) / count * 1e6
+
+
+def stages(seconds: float = 0.5) -> list[tuple[str, float]]:
+    """CPU µs per call of each stage of one add_sub request (Cython codec), in-process."""
+    from triton_grpc_server._ext.wire import validate_raw_inputs
+    from triton_grpc_server.frontends.codecs import load_codec
+    from triton_grpc_server.repository import ModelRepository
+    from triton_grpc_server.request_inputs import RequestValidator
+    from triton_grpc_server.responses import build_response
+    from triton_grpc_server.scheduler.base import ScheduledRequest
+    from triton_grpc_server.settings import Settings
+
+    codec = load_codec("cython")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = workloads.write_repository(Path(tmp) / "repo")
+        settings = Settings(model_repository=Path(tmp) / "repo")
+        repository = ModelRepository(settings.model_repository, auto_complete=False,
+                                     settings=settings)
+        repository.load_all()
+        try:
+            message = workloads.request_message(models["add_sub"])
+            request = codec.decode_request(message)
+            model = repository.get("add_sub")
+            instance = model.scheduler.instances[0]
+
+            def python_validator():
+                validator = RequestValidator(request, model)
+                return validator.requested_outputs(), validator.arrays()
+
+            inputs, batch, names = validate_raw_inputs(request, model.raw_input_specs)
+            outputs = instance.run(inputs, names, {})
+            response = build_response(request, model, names, outputs, batch)
+            steps = [
+                ("decode (Cython codec)", lambda: codec.decode_request(message)),
+                ("model lookup + in-flight count", lambda: repository.acquire("add_sub").release()),
+                ("validation, Cython fast path", lambda: validate_raw_inputs(request, model.raw_input_specs)),
+                ("validation, Python validator", python_validator),
+                ("ScheduledRequest", lambda: ScheduledRequest(request, model, inputs, names, {}, batch)),
+                ("ONNX Runtime run (instance.run)", lambda: instance.run(inputs, names, {})),
+                ("ONNX Runtime InferenceSession.run", lambda: instance.session.run(names, inputs)),
+                ("response assembly", lambda: build_response(request, model, names, outputs, batch)),
+                ("encode (Cython codec)", lambda: codec.encode_response(response)),
+            ]
+            return [(label, _cpu_us(fn, seconds)) for label, fn in steps]
+        finally:
+            repository.close()
+
+
 if __name__ == "__main__":
-    print(table(breakdown()))
+    if "--stages" in sys.argv:
+        print("| stage (add_sub, one request) | CPU µs |\n|---|---:|")
+        for label, us in stages():
+            print(f"| {label} | {us:.1f} |")
+    else:
+        print(table(breakdown()))
