@@ -55,10 +55,10 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def start_idle_trimmer(stop: threading.Event) -> None:
+def start_idle_trimmer(stop: threading.Event) -> threading.Thread | None:
     """Trim after each burst of work, once the process is idle, until ``stop`` is set."""
     if not _malloc_trim():
-        return
+        return None
 
     def watch() -> None:
         last_trim = last = time.process_time()
@@ -70,4 +70,6 @@ def start_idle_trimmer(stop: threading.Event) -> None:
                 last_trim = now
             last = now
 
-    threading.Thread(target=watch, name="heap-idle-trim", daemon=True).start()
+    thread = threading.Thread(target=watch, name="heap-idle-trim", daemon=True)
+    thread.start()
+    return thread
