@@ -1,9 +1,10 @@
 """Memory budget: the server's RSS after warm-up stays put under repeated small and 4 MiB requests.
 
 The CI variant serves a few thousand requests; the ``slow`` one the full
-100,000 small and 2,000 4 MiB requests. A ModelInfer of about 1.5 GB that fails
-validation is measured in the ``slow`` test too (what the process keeps is in
-docs/reliability.md). Growth is read from /proc/<pid>/status (VmRSS).
+100,000 small and 2,000 4 MiB requests. A ModelInfer and an HTTP infer body of
+about 1.5 GB that fail validation are measured in ``slow`` tests too (what the
+process keeps is in docs/reliability.md). Growth is read from /proc/<pid>/status
+(VmRSS), after the server's idle trim has given its free heap pages back.
 """
 from __future__ import annotations
 
