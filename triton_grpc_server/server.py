@@ -67,6 +67,9 @@ def run(settings: Settings) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    from .heap import start_idle_trimmer
+
+    start_idle_trimmer(stopping)
 
     from .dataplane import DataPlane
     from .metrics import create_metrics_server, metrics_address
