@@ -23,10 +23,16 @@ setup-serve: $(PY)
 setup: $(PY)
 	$(PY) -m pip install -q -e ".[onnxruntime,metrics,test]"
 
+# Rebuilding ext/ in place needs what pyproject's isolated build had (an editable install
+# leaves none of it in the venv): Cython and the static CUDA runtime from PyPI.
+BUILD_EXT_REQUIREMENTS = "Cython>=3.0" "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*"
+
 compile: $(PY)
+	$(PY) -m pip install -q $(BUILD_EXT_REQUIREMENTS)
 	$(PY) setup.py -q build_ext --inplace
 
 debug: $(PY)
+	$(PY) -m pip install -q $(BUILD_EXT_REQUIREMENTS)
 	TGS_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
 
 # The example models are built with the onnx helper API (a serving dependency).

@@ -84,9 +84,31 @@ def serve_mix(server, small: int, large: int, threads: int = 4) -> None:
             c.close()
 
 
-def idle_rss(pid: int) -> int:
-    """RSS once the server has been idle long enough for its idle trim to have run."""
-    time.sleep(3 * heap.IDLE_CHECK_S)
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process, all threads (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_rss(pid: int, timeout: float = 20.0) -> int:
+    """RSS once the server has been idle long enough for its idle trim to have run.
+
+    The trimmer acts on the first period of its own with under ``heap.IDLE_CPU_S`` of CPU;
+    on a loaded box the server's threads (ONNX Runtime's spinning workers, gRPC's pollers)
+    can take a few seconds after the last answer to get there. So wait until this side
+    sees such a period too, then two of the trimmer's periods more.
+    """
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(heap.IDLE_CHECK_S)
+        now = cpu_seconds(pid)
+        quiet = now - last < heap.IDLE_CPU_S
+        last = now
+        if quiet:
+            break
+    time.sleep(2 * heap.IDLE_CHECK_S)
     return rss(pid)
 
 
