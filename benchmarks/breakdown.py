@@ -8,6 +8,7 @@ auto-complete, as ``run.py`` serves it. ``python benchmarks/breakdown.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -29,37 +30,46 @@ def _per_call_us(fn, arg, seconds: float) -> float:
     return (time.perf_counter() - start) / count * 1e6
 
 
-def breakdown(seconds: float = 0.3) -> list[tuple[str, str, float, float, float]]:
-    """Rows of (model, codec, decode us, data plane us, encode us)."""
-    from triton_grpc_server.dataplane import DataPlane
-    from triton_grpc_server.frontends.codecs import load_codec
+@contextlib.contextmanager
+def loaded_repository():
+    """The benchmark's models in a temporary repository, loaded as ``run.py`` serves them
+    (no auto-complete): yields ``(models, settings, repository)``."""
     from triton_grpc_server.repository import ModelRepository
     from triton_grpc_server.settings import Settings
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = workloads.write_repository(Path(tmp) / "repo")
         settings = Settings(model_repository=Path(tmp) / "repo")
         repository = ModelRepository(settings.model_repository, auto_complete=False,
                                      settings=settings)
         repository.load_all()
-        dataplane = DataPlane(repository, settings)
         try:
-            for codec_name in ("cython", "python"):
-                try:
-                    codec = load_codec(codec_name)
-                except ImportError:
-                    continue
-                for name, model in models.items():
-                    message = workloads.request_message(model)
-                    request = codec.decode_request(message)
-                    response = dataplane.infer(request)
-                    rows.append((name, codec_name,
-                                 _per_call_us(codec.decode_request, message, seconds),
-                                 _per_call_us(dataplane.infer, request, seconds),
-                                 _per_call_us(codec.encode_response, response, seconds)))
+            yield models, settings, repository
         finally:
             repository.close()
+
+
+def breakdown(seconds: float = 0.3) -> list[tuple[str, str, float, float, float]]:
+    """Rows of (model, codec, decode us, data plane us, encode us)."""
+    from triton_grpc_server.dataplane import DataPlane
+    from triton_grpc_server.frontends.codecs import load_codec
+
+    rows = []
+    with loaded_repository() as (models, settings, repository):
+        dataplane = DataPlane(repository, settings)
+        for codec_name in ("cython", "python"):
+            try:
+                codec = load_codec(codec_name)
+            except ImportError:
+                continue
+            for name, model in models.items():
+                message = workloads.request_message(model)
+                request = codec.decode_request(message)
+                response = dataplane.infer(request)
+                rows.append((name, codec_name,
+                             _per_call_us(codec.decode_request, message, seconds),
+                             _per_call_us(dataplane.infer, request, seconds),
+                             _per_call_us(codec.encode_response, response, seconds)))
     return rows
 
 
@@ -84,46 +94,36 @@ def stages(seconds: float = 0.5) -> list[tuple[str, float]]:
     """CPU µs per call of each stage of one add_sub request (Cython codec), in-process."""
     from triton_grpc_server._ext.wire import validate_raw_inputs
     from triton_grpc_server.frontends.codecs import load_codec
-    from triton_grpc_server.repository import ModelRepository
     from triton_grpc_server.request_inputs import RequestValidator
     from triton_grpc_server.responses import build_response
     from triton_grpc_server.scheduler.base import ScheduledRequest
-    from triton_grpc_server.settings import Settings
 
     codec = load_codec("cython")
-    with tempfile.TemporaryDirectory() as tmp:
-        models = workloads.write_repository(Path(tmp) / "repo")
-        settings = Settings(model_repository=Path(tmp) / "repo")
-        repository = ModelRepository(settings.model_repository, auto_complete=False,
-                                     settings=settings)
-        repository.load_all()
-        try:
-            message = workloads.request_message(models["add_sub"])
-            request = codec.decode_request(message)
-            model = repository.get("add_sub")
-            instance = model.scheduler.instances[0]
+    with loaded_repository() as (models, _settings, repository):
+        message = workloads.request_message(models["add_sub"])
+        request = codec.decode_request(message)
+        model = repository.get("add_sub")
+        instance = model.scheduler.instances[0]
 
-            def python_validator():
-                validator = RequestValidator(request, model)
-                return validator.requested_outputs(), validator.arrays()
+        def python_validator():
+            validator = RequestValidator(request, model)
+            return validator.requested_outputs(), validator.arrays()
 
-            inputs, batch, names = validate_raw_inputs(request, model.raw_input_specs)
-            outputs = instance.run(inputs, names, {})
-            response = build_response(request, model, names, outputs, batch)
-            steps = [
-                ("decode (Cython codec)", lambda: codec.decode_request(message)),
-                ("model lookup + in-flight count", lambda: repository.acquire("add_sub").release()),
-                ("validation, Cython fast path", lambda: validate_raw_inputs(request, model.raw_input_specs)),
-                ("validation, Python validator", python_validator),
-                ("ScheduledRequest", lambda: ScheduledRequest(request, model, inputs, names, {}, batch)),
-                ("ONNX Runtime run (instance.run)", lambda: instance.run(inputs, names, {})),
-                ("ONNX Runtime InferenceSession.run", lambda: instance.session.run(names, inputs)),
-                ("response assembly", lambda: build_response(request, model, names, outputs, batch)),
-                ("encode (Cython codec)", lambda: codec.encode_response(response)),
-            ]
-            return [(label, _cpu_us(fn, seconds)) for label, fn in steps]
-        finally:
-            repository.close()
+        inputs, batch, names = validate_raw_inputs(request, model.raw_input_specs)
+        outputs = instance.run(inputs, names, {})
+        response = build_response(request, model, names, outputs, batch)
+        steps = [
+            ("decode (Cython codec)", lambda: codec.decode_request(message)),
+            ("model lookup + in-flight count", lambda: repository.acquire("add_sub").release()),
+            ("validation, Cython fast path", lambda: validate_raw_inputs(request, model.raw_input_specs)),
+            ("validation, Python validator", python_validator),
+            ("ScheduledRequest", lambda: ScheduledRequest(request, model, inputs, names, {}, batch)),
+            ("ONNX Runtime run (instance.run)", lambda: instance.run(inputs, names, {})),
+            ("ONNX Runtime InferenceSession.run", lambda: instance.session.run(names, inputs)),
+            ("response assembly", lambda: build_response(request, model, names, outputs, batch)),
+            ("encode (Cython codec)", lambda: codec.encode_response(response)),
+        ]
+        return [(label, _cpu_us(fn, seconds)) for label, fn in steps]
 
 
 if __name__ == "__main__":
