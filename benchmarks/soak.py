@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,20 @@ def _proc(pid: int) -> dict:
                 key, value = line.split(":", 1)
                 info[key] = int(value.split()[0])
     return {"rss_mb": info["VmRSS"] / 1024, "threads": info["Threads"],
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+            "fds": len(os.listdir(f"/proc/{pid}/fd")), "thread_names": _thread_names(pid)}
+
+
+def _thread_names(pid: int) -> dict:
+    """Threads by kernel name (gRPC core names its own; Python and ONNX Runtime threads read
+    "python"): which kind a thread-count change is made of."""
+    names = Counter()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as comm:
+                names[comm.read().strip()] += 1
+        except OSError:  # the thread ended between listing and reading
+            pass
+    return dict(sorted(names.items()))
 
 
 def build_repos(base: Path) -> tuple[Path, Path]:

@@ -64,9 +64,49 @@ def _dims(shape) -> list[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in (shape or [])]
 
 
+# config parameters -> boolean SessionOptions attributes (Triton's ORT backend names)
+_BOOL_PARAMETERS = {"enable_mem_arena": "enable_cpu_mem_arena",
+                    "enable_mem_pattern": "enable_mem_pattern"}
+# A RunOptions entry: which arenas ONNX Runtime shrinks back after each run ("cpu:0").
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
+
+
+def _string_parameter(config, key: str) -> str | None:
+    return config.parameters[key].string_value if key in config.parameters else None
+
+
+def _parse_bool(config, key: str, value: str) -> bool:
+    """Triton's backends' boolean syntax: true/on/1 and false/off/0, any case."""
+    lowered = value.lower()
+    if lowered in ("true", "on", "1"):
+        return True
+    if lowered in ("false", "off", "0"):
+        return False
+    raise InvalidArgument(f"parameter '{key}' of model '{config.name}': failed to convert "
+                          f"'{value}' to boolean")
+
+
+def _run_options(config):
+    """The RunOptions every run of this model passes, or None when the config sets none."""
+    shrinkage = _string_parameter(config, ARENA_SHRINKAGE)
+    if shrinkage is None:
+        return None
+    options = _ort().RunOptions()
+    try:
+        options.add_run_config_entry(ARENA_SHRINKAGE, shrinkage)
+    except Exception as exc:
+        raise InvalidArgument(f"parameter '{ARENA_SHRINKAGE}' of model '{config.name}': "
+                              f"{exc}") from None
+    return options
+
+
 def _session_options(config):
     ort = _ort()
     options = ort.SessionOptions()
+    for key, attr in _BOOL_PARAMETERS.items():
+        value = _string_parameter(config, key)
+        if value is not None:
+            setattr(options, attr, _parse_bool(config, key, value))
     for key, attr in _THREAD_PARAMETERS.items():
         if key in config.parameters:
             try:
@@ -74,6 +114,12 @@ def _session_options(config):
             except ValueError:
                 raise InvalidArgument(
                     f"parameter '{key}' of model '{config.name}' must be an integer") from None
+    # optimization { graph { level } }: Triton's numbers; anything else keeps ORT's default (all)
+    level = {-1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+             1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+             2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL}.get(config.optimization.graph.level)
+    if level is not None:
+        options.graph_optimization_level = level
     mode = config.parameters["execution_mode"].string_value if "execution_mode" in config.parameters else ""
     if mode == "1":
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
@@ -220,6 +266,9 @@ class OnnxRuntimeBackend(Backend):
         validate_against_model(config, session.get_outputs(), "output")
         self._spare_session = session  # becomes the first CPU instance's session
 
+    def unload(self) -> None:
+        self._spare_session = None  # a load that made no CPU instance still holds it
+
     def create_instance(self, index: int, kind: str, device_id: int) -> "OnnxRuntimeInstance":
         if kind == "KIND_GPU":
             if "CUDAExecutionProvider" not in _ort().get_available_providers():
@@ -241,6 +290,7 @@ class OnnxRuntimeInstance(ArrayBackendInstance):
         self.name = name
         self.session = session
         self.model_name = config.name
+        self.run_options = _run_options(config)
         # The compiled session's run without the Python wrapper around it, whose work is
         # done already or moot here: it checks the feed's input names (the data plane
         # has) and retries on the CPU when another execution provider fails (a CPU-only
@@ -291,7 +341,7 @@ class OnnxRuntimeInstance(ArrayBackendInstance):
                 else:
                     binding.bind_output(name, "cpu", 0, target.dtype, list(target.shape),
                                         target.ctypes.data)
-            self.session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding, self.run_options)
             values = binding.get_outputs()
         except Exception as exc:
             raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
@@ -314,8 +364,9 @@ class OnnxRuntimeInstance(ArrayBackendInstance):
                 results = self._run_with_bf16(feeds, output_names)
             else:
                 bare_run = self._bare_run
-                results = (bare_run(list(output_names), feeds, None) if bare_run is not None
-                           else self.session.run(list(output_names), feeds))
+                results = (bare_run(list(output_names), feeds, self.run_options)
+                           if bare_run is not None
+                           else self.session.run(list(output_names), feeds, self.run_options))
         except Exception as exc:
             raise TritonError(f"onnx runtime error for model '{self.model_name}': {exc}") from None
         outputs = dict(zip(output_names, results))
@@ -333,7 +384,8 @@ class OnnxRuntimeInstance(ArrayBackendInstance):
             values[name] = (ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array, _ONNX_BFLOAT16)
                             if name in self.bf16_tensors else ort.OrtValue.ortvalue_from_numpy(array))
         results = []
-        for name, value in zip(output_names, self.session.run_with_ort_values(list(output_names), values)):
+        ran = self.session.run_with_ort_values(list(output_names), values, self.run_options)
+        for name, value in zip(output_names, ran):
             if name in self.bf16_tensors:
                 # OrtValue.numpy() refuses bfloat16; copy the bits out of ORT's buffer.
                 count = value.tensor_size_in_bytes() // 2
@@ -344,4 +396,8 @@ class OnnxRuntimeInstance(ArrayBackendInstance):
         return results
 
     def close(self) -> None:
+        # Both references go: the bare run is a method of the compiled session, so keeping
+        # it would keep the session (its arena and its intra-op threads) until the garbage
+        # collector breaks the scheduler's reference cycles, minutes later under load.
         self.session = None
+        self._bare_run = None
