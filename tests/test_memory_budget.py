@@ -113,10 +113,14 @@ def idle_rss(pid: int, timeout: float = 20.0) -> int:
     return rss(pid)
 
 
-def _growth(server, small: int, large: int) -> int:
-    # Warm-up: thread pools, malloc arenas, ONNX Runtime's arena and gRPC buffers reach
-    # their working size (here RSS settles after about 6,000 small and 150 large requests).
+def _warm_up(server, small: int, large: int) -> None:
+    # Thread pools, malloc arenas, ONNX Runtime's arena and gRPC buffers reach their
+    # working size (here RSS settles after about 6,000 small and 150 large requests).
     serve_mix(server, max(small // 4, 6000), max(large // 4, 150))
+
+
+def _growth(server, small: int, large: int) -> int:
+    _warm_up(server, small, large)
     before = idle_rss(server.process.pid)
     serve_mix(server, small, large)
     return idle_rss(server.process.pid) - before
@@ -147,7 +151,7 @@ def _growth_in_rounds(server, small: int, large: int, rounds: int) -> tuple[int,
     idle), so a single pair of readings decides a 5 MB budget by chance. A leak climbs
     with every round and still moves the end's median by most of what it leaked.
     """
-    serve_mix(server, max(small // 4, 6000), max(large // 4, 150))
+    _warm_up(server, small, large)
     readings = [idle_rss(server.process.pid)]
     for _ in range(rounds):
         serve_mix(server, small // rounds, large // rounds)

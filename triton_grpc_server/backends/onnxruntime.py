@@ -108,9 +108,10 @@ def _session_options(config):
         if value is not None:
             setattr(options, attr, _parse_bool(config, key, value))
     for key, attr in _THREAD_PARAMETERS.items():
-        if key in config.parameters:
+        value = _string_parameter(config, key)
+        if value is not None:
             try:
-                setattr(options, attr, int(config.parameters[key].string_value))
+                setattr(options, attr, int(value))
             except ValueError:
                 raise InvalidArgument(
                     f"parameter '{key}' of model '{config.name}' must be an integer") from None
@@ -120,8 +121,7 @@ def _session_options(config):
              2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL}.get(config.optimization.graph.level)
     if level is not None:
         options.graph_optimization_level = level
-    mode = config.parameters["execution_mode"].string_value if "execution_mode" in config.parameters else ""
-    if mode == "1":
+    if _string_parameter(config, "execution_mode") == "1":
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     return options
 
