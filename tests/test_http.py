@@ -290,6 +290,36 @@ def test_nested_json_data(server):
     assert json.loads(raw)["outputs"][0]["data"] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("datatype,data", [
+    ("UINT8", [255, 256, 2**64 - 1]),
+    ("UINT32", [1, 14886589259623781706, 2**32 + 7]),
+    ("INT16", [-1, 2**15, -2**63]),
+    ("INT32", [2**31, -2**31 - 1, 2**63 - 1]),
+])
+def test_json_integers_beyond_the_type_are_narrowed_as_triton_does(server, datatype, data):
+    # Triton reads a JSON integer as a 64-bit one of the tensor's signedness, then narrows
+    # it with a C cast; an unsigned value above 2**63 once overflowed the parser instead.
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": datatype,
+                                   "data": data}]})
+    status, _, raw = post(server, f"/v2/models/{model_name(datatype)}/infer", body.encode())
+    assert status == 200, raw
+    wide = np.uint64 if datatype.startswith("U") else np.int64
+    expected = np.array(data, dtype=wide).astype(datatype.lower()).tolist()
+    assert json.loads(raw)["outputs"][0]["data"] == expected
+
+
+@pytest.mark.parametrize("datatype,value,why", [
+    ("UINT32", -1, "non-unsigned-integer as unsigned-integer"),
+    ("INT32", 2**63, "non-signed-integer as signed-integer"),
+])
+def test_json_integers_outside_64_bits_are_refused(server, datatype, value, why):
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": datatype,
+                                   "data": [[1, value]]}]})
+    status, _, raw = post(server, f"/v2/models/{model_name(datatype)}/infer", body.encode())
+    assert (status, json.loads(raw)["error"]) == (500, f"Unable to parse 'data': attempt to access "
+                                                       f"JSON {why}")
+
+
 def test_classification(client):
     data = np.array([[0.1, 0.9, 0.3, 0.2], [5.0, 1.0, 7.0, 0.0]], dtype=np.float32)
     tensor = httpclient.InferInput("INPUT0", [2, 4], "FP32")

@@ -48,7 +48,7 @@ def _is_uint(value) -> bool:
 
 
 def _is_int(value) -> bool:
-    return type(value) is int and value <= INT64_MAX
+    return type(value) is int and -INT64_MAX - 1 <= value <= INT64_MAX
 
 
 def loads(data, what: str = "request") -> Any:
@@ -296,11 +296,13 @@ def _check_count(got: int, expected: int) -> None:
 
 
 def _wide(datatype: str):
+    # Triton reads every JSON integer as a 64-bit one of the tensor's signedness and then
+    # narrows it with a C cast, so an unsigned value above 2**63 must survive to the cast.
     if datatype == "BOOL":
         return np.bool_
-    if datatype == "UINT64":
+    if datatype in _UINT_KINDS:
         return np.uint64
-    if datatype in _INT_KINDS or datatype in _UINT_KINDS:
+    if datatype in _INT_KINDS:
         return np.int64
     return np.float64
 
