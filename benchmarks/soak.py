@@ -25,7 +25,8 @@ open descriptors are sampled. The pass line: zero failed or wrong requests,
 RSS growth after warm-up < 5 MB (the median of the last window of samples
 against that of the first window after warm-up, see ``rss_levels``; judged in
 runs of 5 minutes or more, reported in shorter ones), no growth in
-threads or descriptors, p99 during swaps <= 2x p99 outside them. The figures
+threads or descriptors (the end reading is taken once the server is idle, see
+``SETTLE_SECS``), p99 during swaps <= 2x p99 outside them. The figures
 are printed and written to ``.bench/soak-<time>.json``; the exit status is 1
 when a check fails.
 """
@@ -71,6 +72,11 @@ SAMPLE_SECS = 1.0
 # (malloc's heap growing to what the 4 MiB requests in flight need) and single samples move
 # by +-8 MB, so in a 60 s run the 5 MB check would measure the climb, not a leak.
 RSS_JUDGED_FROM_MINUTES = 5.0
+# gRPC core's event-engine pool starts an extra thread whenever all of its threads are busy
+# and lets each extra one go after 20 s without work (a worker rechecks at most every 3 s),
+# so a thread count read the moment the clients stop can hold a thread the pool will drop.
+# The end reading waits up to this long for the counts to come back; a leaked thread stays.
+SETTLE_SECS = 30.0
 SEQUENCE_WORKERS = 3  # sequences in flight at once, batched together by the oldest strategy
 
 
@@ -114,6 +120,19 @@ def _thread_names(pid: int) -> dict:
         except OSError:  # the thread ended between listing and reading
             pass
     return dict(sorted(names.items()))
+
+
+def settled_sample(pid: int, baseline: dict, limit: float = SETTLE_SECS) -> tuple[dict, float]:
+    """(the server's counts once idle, seconds waited): read again every second while the
+    thread or descriptor count is above the baseline, for at most ``limit`` seconds."""
+    began = time.monotonic()
+    while True:
+        sample = _proc(pid)
+        waited = time.monotonic() - began
+        settled = sample["threads"] <= baseline["threads"] and sample["fds"] <= baseline["fds"]
+        if settled or waited >= limit:
+            return sample, round(waited, 1)
+        time.sleep(1.0)
 
 
 def build_repos(base: Path) -> tuple[Path, Path]:
@@ -347,12 +366,13 @@ def main() -> int:
         stop.set()
         for worker in workers:
             worker.join(60)
-        end_sample = _proc(explicit.process.pid)
+        stop_sample = _proc(explicit.process.pid)
+        after_warmup = [s for s in samples if s["t"] >= warmup] or samples
+        baseline = after_warmup[0]
+        end_sample, settle_s = settled_sample(explicit.process.pid, baseline)
         explicit.stop()
         polling.stop()
 
-    after_warmup = [s for s in samples if s["t"] >= warmup] or samples
-    baseline = after_warmup[0]
     rss_start, rss_end, rss_window = rss_levels(samples, warmup, duration)
     lat = {k: sorted(v) for k, v in tally.latency.items()}
 
@@ -373,10 +393,13 @@ def main() -> int:
                    "last_sample": round(end_sample["rss_mb"], 1),
                    "min": round(min(s["rss_mb"] for s in after_warmup), 1),
                    "max": round(max(s["rss_mb"] for s in samples), 1)},
-        "threads": {"after_warmup": baseline["threads"], "end": end_sample["threads"],
-                    "max": max(s["threads"] for s in samples)},
-        "fds": {"after_warmup": baseline["fds"], "end": end_sample["fds"],
-                "max": max(s["fds"] for s in samples)},
+        "threads": {"after_warmup": baseline["threads"], "at_stop": stop_sample["threads"],
+                    "end": end_sample["threads"], "max": max(s["threads"] for s in samples),
+                    "after_warmup_names": baseline["thread_names"],
+                    "end_names": end_sample["thread_names"]},
+        "fds": {"after_warmup": baseline["fds"], "at_stop": stop_sample["fds"],
+                "end": end_sample["fds"], "max": max(s["fds"] for s in samples)},
+        "end_read_after_idle_s": settle_s,
         "p99_ms": {"steady": p99(lat["steady"]), "swap": p99(lat["swap"])},
         "requests_in_swap_windows": len(lat["swap"]),
         "swap_versions_seen": len(tally.seen["swap"]),
