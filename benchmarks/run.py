@@ -153,6 +153,12 @@ class Server:
         """utime+stime of the server and every process under it (--workers, peers' workers)."""
         return sum(_process_cpu(pid) for pid in _process_tree(self.process.pid))
 
+    def minor_faults(self) -> int:
+        """Minor page faults of the server and every process under it: a buffer that is
+        mapped afresh for each request costs one per 4 KiB page, which CPU time alone
+        does not say."""
+        return sum(_process_faults(pid) for pid in _process_tree(self.process.pid))
+
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -175,6 +181,13 @@ def _process_cpu(pid: int) -> float:
     except OSError:  # gone in between
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _process_faults(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])  # minflt
+    except OSError:
+        return 0
 
 
 def _process_tree(root: int) -> list[int]:
@@ -226,6 +239,7 @@ class Sample:
     requests: int
     errors: int
     steal_cores: float = 0.0  # cores the hypervisor gave elsewhere (noise)
+    faults_per_infer: float = 0.0  # the server's minor page faults per inference
 
 
 class Bench:
@@ -265,18 +279,20 @@ class Bench:
         rate = warm_result.rate if repeat == 0 or rate_guess <= 0 else rate_guess
         count = max(4 * c, int(rate * seconds))
         cpu, busy, gen = server.cpu_seconds(), machine_busy_seconds(), children_cpu_seconds()
+        faults = server.minor_faults()
         steal = steal_seconds()
         started = time.monotonic()
         result = self.load(server, model.name, c, count, workload.mode)
         wall = time.monotonic() - started
         cpu = server.cpu_seconds() - cpu
+        faults = server.minor_faults() - faults
         steal = steal_seconds() - steal
         others = machine_busy_seconds() - busy - cpu - (children_cpu_seconds() - gen) - steal
         return Sample(server.spec.name, workload.label, repeat, result.rate,
                       result.rate * model.payload_bytes / MIB, result.percentile_ms(50),
                       result.percentile_ms(99), 1000 * cpu / max(result.requests, 1),
                       max(others, 0.0) / wall, result.requests, result.errors + warm_result.errors,
-                      steal / wall)
+                      steal / wall, faults / max(result.requests, 1))
 
 
 def median_rows(samples: list[Sample]) -> dict:
@@ -287,7 +303,8 @@ def median_rows(samples: list[Sample]) -> dict:
     for key, group in rows.items():
         out[key] = {field: statistics.median(getattr(s, field) for s in group)
                     for field in ("infer_per_s", "mib_per_s", "p50_ms", "p99_ms",
-                                  "cpu_ms_per_infer", "other_cores", "steal_cores")}
+                                  "cpu_ms_per_infer", "other_cores", "steal_cores",
+                                  "faults_per_infer")}
         out[key]["errors"] = sum(s.errors for s in group)
         out[key]["requests"] = sum(s.requests for s in group)
         out[key]["repeats"] = len(group)
@@ -318,8 +335,9 @@ def best_ceilings(rows: dict) -> dict:
 def table(rows: dict, workload_order: list[str], server_order: list[str]) -> str:
     ceilings = best_ceilings(rows)
     lines = ["| workload | server | infer/s | MiB/s each way | p50 ms | p99 ms | CPU ms/infer "
-             "| infer/s ÷ ceil | p50 ÷ ceil | CPU ÷ ceil | errors | others' CPU | steal |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| infer/s ÷ ceil | p50 ÷ ceil | CPU ÷ ceil | faults/infer | errors | others' CPU "
+             "| steal |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for workload in workload_order:
         ceiling = ceilings.get(workload)
         for server in server_order:
@@ -334,7 +352,8 @@ def table(rows: dict, workload_order: list[str], server_order: list[str]) -> str
                 f"| {workload} | {server}{mark} | {row['infer_per_s']:,.0f} | "
                 f"{row['mib_per_s']:,.1f} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
                 f"{row['cpu_ms_per_infer']:.3f} | {ratio('infer_per_s'):.2f} | "
-                f"{ratio('p50_ms'):.2f} | {ratio('cpu_ms_per_infer'):.2f} | {row['errors']} | "
+                f"{ratio('p50_ms'):.2f} | {ratio('cpu_ms_per_infer'):.2f} | "
+                f"{row['faults_per_infer']:,.1f} | {row['errors']} | "
                 f"{row['other_cores']:.2f} | {row['steal_cores']:.2f} |")
     return "\n".join(lines)
 
@@ -562,7 +581,8 @@ def main(argv=None) -> int:
                         samples.append(sample)
                         print(f"  r{repeat} {workload.label:16} {server.spec.name:24} "
                               f"{sample.infer_per_s:9,.0f}/s p50 {sample.p50_ms:.3f} ms "
-                              f"cpu {sample.cpu_ms_per_infer:.3f} ms err {sample.errors} "
+                              f"cpu {sample.cpu_ms_per_infer:.3f} ms "
+                              f"faults {sample.faults_per_infer:,.0f} err {sample.errors} "
                               f"others {sample.other_cores:.2f}",
                               file=sys.stderr)
             if args.rss:

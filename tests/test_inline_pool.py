@@ -145,3 +145,56 @@ def test_large_inputs_keep_the_worker_thread(monkeypatch):
         assert instance.run_threads[-1].name.startswith("instance-")
     finally:
         pool.close()
+
+
+class TimedInstance(InlineInstance):
+    """Each run takes ``cpu_ns``/``wall_ns`` by the pool's clocks (patched to these), so
+    durations are exact whatever the machine is doing."""
+
+    def __init__(self, clocks):
+        super().__init__("timed")
+        self.clocks = clocks
+        self.cpu_ns, self.wall_ns = 1_000, 1_000
+
+    def run(self, inputs, output_names, parameters):
+        self.clocks["cpu"] += self.cpu_ns
+        self.clocks["wall"] += self.wall_ns
+        return super().run(inputs, output_names, parameters)
+
+
+@pytest.fixture
+def timed_pool(monkeypatch):
+    monkeypatch.setattr(instance_pool, "INLINE_BELOW_NS", 100_000)
+    monkeypatch.setattr(instance_pool, "INLINE_WALL_BELOW_NS", 1_000_000)
+    clocks = {"cpu": 0, "wall": 0}
+    monkeypatch.setattr(instance_pool, "_cpu_now", lambda: clocks["cpu"])
+    monkeypatch.setattr(instance_pool, "_now", lambda: clocks["wall"])
+    instance = TimedInstance(clocks)
+    pool = InstancePool([instance], ModelStats())
+    yield pool, instance, Answers()
+    pool.close()
+
+
+def test_one_preempted_run_does_not_end_inline_running(timed_pool):
+    pool, instance, answers = timed_pool
+    _one_at_a_time(pool, answers, INLINE_AFTER_RUNS)
+    assert pool.runs_inline
+    instance.wall_ns = 50_000_000  # 50 ms of wall time: the neighbours had the core
+    _one_at_a_time(pool, answers, 1, start=INLINE_AFTER_RUNS)
+    assert pool.runs_inline
+    instance.cpu_ns = 5_000_000  # and one that also burned 5 ms of CPU
+    _one_at_a_time(pool, answers, 1, start=INLINE_AFTER_RUNS + 1)
+    assert pool.runs_inline
+
+
+@pytest.mark.parametrize("cpu_ns,wall_ns", [(1_000, 5_000_000), (500_000, 600_000)])
+def test_runs_that_stay_long_end_inline_running(timed_pool, cpu_ns, wall_ns):
+    pool, instance, answers = timed_pool
+    _one_at_a_time(pool, answers, INLINE_AFTER_RUNS)
+    assert pool.runs_inline
+    instance.cpu_ns, instance.wall_ns = cpu_ns, wall_ns
+    _one_at_a_time(pool, answers, 6, start=INLINE_AFTER_RUNS)
+    assert not pool.runs_inline
+    count = INLINE_AFTER_RUNS + 6
+    _one_at_a_time(pool, answers, 1, start=count)
+    assert instance.run_threads[-1].name.startswith("instance-")

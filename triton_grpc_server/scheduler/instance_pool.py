@@ -45,6 +45,13 @@ INLINE_AFTER_RUNS = 8
 # about half the throughput of the worker thread).
 INLINE_MAX_INPUT_BYTES = 64 * 1024
 _EMA_WEIGHT = 1 / 8
+# A sample counts at most this many times its bound: one run preempted by the neighbours
+# (or, on a worker thread, kept waiting for the GIL) then moves an average by at most a
+# quarter of the bound, so it alone can't end inline running (unclipped, 2% of add_sub's
+# runs under a profiler flipped the pool to its worker threads, and each flip sent about
+# ten requests through the hand-off queue), while a model whose runs all take longer
+# still crosses the bound within six runs.
+_SAMPLE_CLIP = 2
 _cpu_now = time.thread_time_ns
 
 
@@ -109,7 +116,8 @@ class InstancePool:
             return
         start, cpu = _now(), _cpu_now()
         run_batch(instance, batch)
-        cpu, wall = _cpu_now() - cpu, _now() - start
+        cpu = min(_cpu_now() - cpu, _SAMPLE_CLIP * INLINE_BELOW_NS)
+        wall = min(_now() - start, _SAMPLE_CLIP * INLINE_WALL_BELOW_NS)
         # Updated without the lock: a lost update only nudges a heuristic.
         weight = _EMA_WEIGHT if self._runs else 1.0
         self._exec_ns += (cpu - self._exec_ns) * weight
