@@ -91,6 +91,7 @@ fuzz-seeds:
 WIRE_SO = $(wildcard triton_grpc_server/_ext/wire*.so)
 fuzz-asan:
 	@mkdir -p build/fuzz
+	$(PY) -m pip install -q $(BUILD_EXT_REQUIREMENTS)
 	cp $(WIRE_SO) build/fuzz/wire-optimized.so
 	$(PY) tests/fuzz/build_asan.py
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
